@@ -1,0 +1,35 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+# Each creates .venv when missing and installs the package with what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test install labelstudio bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -e '.[all]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/visionloop demo
+
+labelstudio:
+	bash scripts/labelstudio.sh install
+
+test: $(STAMP) labelstudio
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) bench/import_bench.py
+	$(PY) bench/serve_bench.py
+	$(PY) bench/train_overhead.py
+
+clean:
+	rm -rf $(VENV) .visionloop .pytest_cache

@@ -1,0 +1,8 @@
+"""`visionloop demo`."""
+
+from __future__ import annotations
+
+
+def demo() -> None:
+    """Not implemented yet."""
+    raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Versioned datasets: manifests, splits, importers, validation and materialization."""
