@@ -1,0 +1,1 @@
+"""The capture inbox and the Label Studio round trip."""
