@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="visionloop", standalone_mode=False)
-        return 0
+        rv = app(args=args, prog_name="visionloop", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0  # click returns typer.Exit's code here
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):

@@ -1,0 +1,1 @@
+"""Production monitoring: drift of what the server sees against a reference window."""
