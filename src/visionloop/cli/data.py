@@ -1,7 +1,208 @@
-"""`visionloop data` commands."""
+"""`visionloop data` commands: import, synth, list, show, diff, export.
+
+Heavy lifting lives in ``visionloop.datasets``; this module only parses options, shows progress
+(stderr) and prints results (stdout).
+"""
 
 from __future__ import annotations
 
-import typer
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
-app = typer.Typer(help="data commands.", no_args_is_help=True)
+import typer
+from rich.table import Table
+
+from .console import console, err_console
+
+if TYPE_CHECKING:
+    from ..datasets.ingest import ImportOptions, ImportResult, SourceDataset
+
+app = typer.Typer(help="Versioned datasets: import, generate, inspect, compare, export.", no_args_is_help=True)
+
+MAX_WARNINGS = 20  # beyond this the summary table says how many of each kind
+
+
+def _catalog():
+    from ..datasets.catalog import Catalog
+    from ..store import open_store
+
+    return Catalog(open_store())
+
+
+@contextmanager
+def _progress(label: str):
+    """A rich progress bar on stderr; yields the callback the ingest loop calls per item."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _run_import(source: SourceDataset, name: str, opts: ImportOptions) -> ImportResult:
+    from ..datasets.ingest import ingest
+    from ..store import open_store
+
+    store = open_store()
+    with _progress(f"importing {name}") as update:
+        result = ingest(store, source, name, opts, progress=update)
+    _print_result(result)
+    return result
+
+
+def _print_result(result: ImportResult) -> None:
+    from ..datasets.validate import ProblemKind
+
+    report, m = result.report, result.commit.manifest
+    for p in report.problems[:MAX_WARNINGS]:
+        dropped = "" if p.kind is ProblemKind.UNLABELED else " (dropped)"
+        err_console.print(f"warning: {p}{dropped}", markup=False, highlight=False, soft_wrap=True)
+    if len(report.problems) > MAX_WARNINGS:
+        err_console.print(f"warning: ... and {len(report.problems) - MAX_WARNINGS} more problems (counts below)")
+    table = Table(title="validation summary", show_header=True)
+    table.add_column("kind")
+    table.add_column("count", justify="right")
+    for kind, count in report.counts().items():
+        table.add_row(kind, str(count))
+    console.print(table)
+    if result.created:
+        sc = m.split_counts()
+        console.print(f"created {m.ref}: {len(m.images)} images (train {sc['train']} / val {sc['val']} / "
+                      f"test {sc['test']}), classes: {', '.join(m.classes)}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(f"no new version: content equals {m.ref}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("import")
+def import_(
+    src: str = typer.Argument(..., metavar="PATH|URL", help=".zip (local or s3://), data.yaml, COCO or Label Studio .json, or a folder."),
+    name: str = typer.Option(..., "--name", "-n", help="Dataset name."),
+    max_width: Optional[int] = typer.Option(None, "--max-width", help="Downscale images wider than this (aspect kept)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the hash split (default 0, or the dataset's)."),
+    resplit: bool = typer.Option(False, "--resplit", help="Ignore the source's own splits; use the 70/15/15 hash split."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse the whole import on any problem (nothing is written)."),
+    add: bool = typer.Option(False, "--add", help="New version = latest version plus these images."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image folder for a COCO / Label Studio JSON."),
+) -> None:
+    """Import labeled images as a new dataset version (no new version when the content is unchanged)."""
+    from ..datasets.formats import open_source
+    from ..datasets.ingest import ImportOptions
+
+    source = open_source(src, images)
+    if resplit and _catalog().versions(name):
+        err_console.print(f"note: {name} exists: --resplit only splits new images; existing images keep their split",
+                          markup=False, soft_wrap=True)
+    _run_import(source, name, ImportOptions(max_width=max_width, seed=seed, resplit=resplit, strict=strict, add=add))
+
+
+@app.command("synth")
+def synth(
+    name: str = typer.Option(..., "--name", "-n", help="Dataset name."),
+    images: int = typer.Option(60, "--images", min=1, help="Number of images."),
+    seed: int = typer.Option(0, "--seed", help="Generator and split seed."),
+    size: int = typer.Option(320, "--size", min=32, help="Image side in pixels."),
+) -> None:
+    """Generate shapes on noisy backgrounds with exact boxes (learnable in a few CPU epochs)."""
+    from ..datasets.formats import synthetic_source
+    from ..datasets.ingest import ImportOptions
+
+    _run_import(synthetic_source(images, seed, size), name, ImportOptions(seed=seed))
+
+
+@app.command("list")
+def list_() -> None:
+    """Datasets with their versions."""
+    cat = _catalog()
+    table = Table(show_header=True)
+    for col in ("name", "versions", "latest", "images", "train/val/test", "classes"):
+        table.add_column(col)
+    for n in cat.names():
+        m = cat.latest(n)
+        sc = m.split_counts()
+        table.add_row(n, ", ".join(map(str, cat.versions(n))), m.ref, str(len(m.images)),
+                      f"{sc['train']}/{sc['val']}/{sc['test']}", ", ".join(m.classes))
+    if not table.rows:
+        console.print("no datasets yet: visionloop data import PATH --name NAME")
+        return
+    console.print(table)
+
+
+@app.command("show")
+def show(ref: str = typer.Argument(..., metavar="NAME@VERSION")) -> None:
+    """Classes, parent, preprocessing, and image and box counts per split and class."""
+    m = _catalog().load(ref)
+    console.print(f"[bold]{m.ref}[/bold]  parent: {m.parent if m.parent is not None else '-'}  "
+                  f"created: {m.created_at}")
+    console.print(f"source: {m.source}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"task: {m.task}  classes: {', '.join(m.classes)}", markup=False)
+    console.print(f"preprocessing: max_width={m.preprocessing.max_width}  split: {m.split_policy.mode} "
+                  f"(seed {m.split_policy.seed})  content: {m.content_hash[:12]}", markup=False)
+    sc, bc = m.split_counts(), m.box_counts()
+    bg = {s: sum(1 for i in m.by_split(s) if not i.boxes) for s in sc}
+    table = Table(show_header=True)
+    table.add_column("split")
+    table.add_column("images", justify="right")
+    table.add_column("background", justify="right")
+    for c in m.classes:
+        table.add_column(c, justify="right")
+    table.add_column("boxes", justify="right")
+    for s in ("train", "val", "test"):
+        row = bc.get(s, {})
+        table.add_row(s, str(sc[s]), str(bg[s]), *(str(row.get(c, 0)) for c in m.classes), str(sum(row.values())))
+    total = {c: sum(bc.get(s, {}).get(c, 0) for s in sc) for c in m.classes}
+    table.add_row("total", str(len(m.images)), str(sum(bg.values())), *(str(total[c]) for c in m.classes),
+                  str(sum(total.values())))
+    console.print(table)
+
+
+@app.command("diff")
+def diff(
+    a: str = typer.Argument(..., metavar="NAME@A"),
+    b: str = typer.Argument(..., metavar="NAME@B"),
+    limit: int = typer.Option(10, "--limit", help="Images listed per section."),
+) -> None:
+    """Added/removed/relabeled images, split changes and class changes between two versions."""
+    from ..datasets.diff import diff_manifests
+
+    cat = _catalog()
+    d = diff_manifests(cat.load(a), cat.load(b))
+    console.print(f"{d.old} → {d.new}", markup=False)
+    if d.unchanged:
+        console.print("no differences")
+        return
+
+    def section(title: str, names: list[str]) -> None:
+        console.print(f"{title}: {len(names)}", markup=False)
+        for n in names[:limit]:
+            console.print(f"  {n}", markup=False, highlight=False, soft_wrap=True)
+        if len(names) > limit:
+            console.print(f"  ... {len(names) - limit} more")
+
+    section("added images", [f"+ {i.source or i.sha256[:12]} ({i.split})" for i in d.added])
+    section("removed images", [f"- {i.source or i.sha256[:12]} ({i.split})" for i in d.removed])
+    section("relabeled images", [s[:12] for s in d.relabeled])
+    section("split changes", [f"{s[:12]}: {o} → {n}" for s, o, n in d.split_changed])
+    console.print(f"classes added: {', '.join(d.classes_added) or '-'}; removed: {', '.join(d.classes_removed) or '-'}"
+                  + ("; order changed" if d.classes_reordered else ""), markup=False)
+
+
+@app.command("export")
+def export(
+    ref: str = typer.Argument(..., metavar="NAME@VERSION"),
+    fmt: str = typer.Option("yolo", "--format", "-f", help="yolo (classes.txt, images/, labels/), coco or labelstudio."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder, or a path ending in .zip."),
+) -> None:
+    """Write a version out for other tools (a folder or a .zip; never over an existing one)."""
+    from ..datasets.formats import export_version
+
+    cat = _catalog()
+    m = cat.load(ref)
+    with err_console.status(f"exporting {m.ref} as {fmt}"):
+        path = export_version(cat.store, m, fmt, out)
+    console.print(f"exported {m.ref} ({len(m.images)} images) as {fmt} to {path}", markup=False, highlight=False, soft_wrap=True)

@@ -24,10 +24,12 @@ class PreparedImage:
     ext: str
     width: int
     height: int
+    source_width: int = 0  # upright size before any downscale: pixel labels are relative to it
+    source_height: int = 0
 
 
-def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int, str]:
-    """(width, height, extension) from the header; raises ValidationError for bad or huge images."""
+def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
+    """Parse the header only (no pixels) and refuse bombs and unknown formats."""
     if not data:
         raise ValidationError("empty image file")
     try:
@@ -44,18 +46,28 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int, str]:
         raise ValidationError(f"image {w}x{h} exceeds the pixel limit of {max_pixels} (decompression bomb)")
     if fmt not in _EXT:
         raise ValidationError(f"unsupported image format {fmt or 'unknown'}")
-    return w, h, _EXT[fmt]
+    return im, _EXT[fmt]
+
+
+def _load(im: Image.Image) -> None:
+    """Decode every pixel: the only reliable way to find truncated or corrupt files."""
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError):
+        raise ValidationError("truncated or corrupt image") from None
+
+
+def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int, str]:
+    """(width, height, extension) from the header; raises ValidationError for bad or huge images."""
+    im, ext = _open_checked(data, max_pixels)
+    return im.width, im.height, ext
 
 
 def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Fully decode (catches truncated files) after the header check; EXIF orientation applied."""
-    probe(data, max_pixels)
-    try:
-        im = Image.open(io.BytesIO(data))
-        im.load()
-    except (OSError, SyntaxError, ValueError):
-        raise ValidationError("truncated or corrupt image") from None
-    return ImageOps.exif_transpose(im)
+    im, _ = _open_checked(data, max_pixels)
+    _load(im)
+    return ImageOps.exif_transpose(im) if _has_exif_rotation(im) else im
 
 
 def _has_exif_rotation(im: Image.Image) -> bool:
@@ -69,20 +81,34 @@ def prepare(data: bytes, max_width: int | None = None) -> PreparedImage:
     """Validate and, when wider than ``max_width``, downscale (aspect kept, never upscaled).
 
     Untouched images keep their exact bytes (and hash); only resized or EXIF-rotated images
-    are re-encoded. Normalized YOLO labels stay valid under a uniform scale.
+    are re-encoded. Normalized YOLO labels stay valid under a uniform scale. The header is
+    parsed once and the pixels decoded once; import speed is dominated by this decode, so a
+    JPEG that is only checked is decoded at reduced scale (libjpeg still entropy-decodes the
+    whole stream, which is what finds truncated or corrupt data) and one being downscaled is
+    decoded at the smallest scale still at least as large as its target (as ``thumbnail`` does).
     """
-    w, h, ext = probe(data)
-    im = decode(data)
-    rotated = _has_exif_rotation(Image.open(io.BytesIO(data)))
-    if (max_width and w > max_width) or rotated:
-        if max_width and im.width > max_width:
-            nh = max(1, round(im.height * max_width / im.width))
-            im = im.resize((max_width, nh), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        if ext == "png":
-            im.save(buf, "PNG")
+    im, ext = _open_checked(data, MAX_PIXELS)
+    w, h = im.size
+    rotated = _has_exif_rotation(im)
+    resize = bool(max_width and w > max_width)
+    if not rotated:
+        if not resize:
+            im.draft(im.mode, (max(1, w // 8), max(1, h // 8)))  # no-op for non-JPEG
         else:
-            im.convert("RGB").save(buf, "JPEG", quality=95)
-            ext = "jpg"
-        return PreparedImage(buf.getvalue(), ext, im.width, im.height)
-    return PreparedImage(data, ext, w, h)
+            im.draft(im.mode, (max_width, max(1, round(h * max_width / w))))
+    _load(im)
+    if not (resize or rotated):
+        return PreparedImage(data, ext, w, h, w, h)
+    if rotated:
+        im = ImageOps.exif_transpose(im)
+    sw, sh = im.size if rotated else (w, h)  # upright size before scaling (a draft may be smaller)
+    if max_width and sw > max_width:
+        nh = max(1, round(sh * max_width / sw))
+        im = im.resize((max_width, nh), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    if ext == "png":
+        im.save(buf, "PNG")
+    else:
+        im.convert("RGB").save(buf, "JPEG", quality=95)
+        ext = "jpg"
+    return PreparedImage(buf.getvalue(), ext, im.width, im.height, sw, sh)

@@ -1,0 +1,59 @@
+"""What changed between two dataset versions: images, labels, splits and classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .manifest import DatasetManifest, ImageRecord
+
+
+@dataclass
+class ManifestDiff:
+    old: str
+    new: str
+    added: list[ImageRecord] = field(default_factory=list)
+    removed: list[ImageRecord] = field(default_factory=list)
+    relabeled: list[str] = field(default_factory=list)  # sha256 of images whose boxes changed
+    split_changed: list[tuple[str, str, str]] = field(default_factory=list)  # (sha256, old, new)
+    classes_added: list[str] = field(default_factory=list)
+    classes_removed: list[str] = field(default_factory=list)
+    classes_reordered: bool = False
+
+    @property
+    def unchanged(self) -> bool:
+        return not (self.added or self.removed or self.relabeled or self.split_changed
+                    or self.classes_added or self.classes_removed or self.classes_reordered)
+
+
+TOLERANCE = 1e-5  # exports round coordinates; a round trip is not a relabel
+
+
+def _named_boxes(m: DatasetManifest, img: ImageRecord) -> list[tuple]:
+    """Boxes with class NAMES: a reordered class list is not a relabel."""
+    return sorted((m.classes[b.class_id], b.cx, b.cy, b.w, b.h) for b in img.boxes)
+
+
+def same_boxes(a: list[tuple], b: list[tuple]) -> bool:
+    return len(a) == len(b) and all(
+        x[0] == y[0] and all(abs(u - v) <= TOLERANCE for u, v in zip(x[1:], y[1:])) for x, y in zip(a, b))
+
+
+def diff_manifests(a: DatasetManifest, b: DatasetManifest) -> ManifestDiff:
+    old = {i.sha256: i for i in a.images}
+    new = {i.sha256: i for i in b.images}
+    d = ManifestDiff(a.ref, b.ref)
+    d.added = [new[s] for s in new if s not in old]
+    d.removed = [old[s] for s in old if s not in new]
+    for s in old.keys() & new.keys():
+        if not same_boxes(_named_boxes(a, old[s]), _named_boxes(b, new[s])):
+            d.relabeled.append(s)
+        if old[s].split != new[s].split:
+            d.split_changed.append((s, old[s].split, new[s].split))
+    d.relabeled.sort()
+    d.split_changed.sort()
+    d.classes_added = [c for c in b.classes if c not in a.classes]
+    d.classes_removed = [c for c in a.classes if c not in b.classes]
+    common_a = [c for c in a.classes if c in b.classes]
+    common_b = [c for c in b.classes if c in a.classes]
+    d.classes_reordered = common_a != common_b
+    return d

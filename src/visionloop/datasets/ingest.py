@@ -1,0 +1,239 @@
+"""The one path every importer takes: source items → checked images in the store → a version.
+
+Importers (``formats/``) only describe what they found as a :class:`SourceDataset`; this module
+decodes and (optionally) downsizes each image once, checks its labels, stores the bytes by hash
+and commits a manifest. Blobs are written before the manifest, so an import that dies half way
+leaves only unreferenced blobs, never a visible version. In strict mode every item is checked
+before the first byte is written (the checked bytes wait in memory until then). Images are
+checked on a few threads and written on others, since decoding and file I/O release the GIL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..errors import ValidationError, VisionloopError
+from ..store import Store, sha256_bytes
+from . import images
+from .catalog import Catalog, CommitResult, DraftImage
+from .manifest import Box, DatasetRef, Preprocessing, SplitPolicy
+from .split import Split
+from .validate import LabelError, Problem, ProblemKind, RawBox, ValidationReport, normalize_boxes
+
+LabelReader = Callable[[], list[RawBox] | None]  # None: no label file (a background image)
+Progress = Callable[[int, int | None], None]
+
+
+def _no_labels() -> None:
+    return None
+
+
+@dataclass
+class SourceItem:
+    """One image as an importer found it. Bytes and labels are read lazily: big sets stream."""
+
+    name: str  # path inside the source, names the image in messages and in the manifest
+    load: Callable[[], bytes]
+    labels: LabelReader = _no_labels  # may raise LabelError
+    label_name: str = ""  # names the label file in messages
+    split: Split | None = None
+
+
+@dataclass
+class SourceDataset:
+    classes: list[str]
+    items: Iterable[SourceItem]
+    description: str  # what was imported, recorded as the manifest's source
+    total: int | None = None  # number of items when known (progress bar)
+    has_splits: bool = False  # the source declares train/val/test itself
+    problems: list[Problem] = field(default_factory=list)  # found while reading the source
+
+
+@dataclass
+class ImportOptions:
+    max_width: int | None = None
+    seed: int | None = None  # None: the parent's seed, else 0
+    resplit: bool = False  # ignore the source's own splits, use the hash split
+    strict: bool = False
+    add: bool = False  # new version = latest version + these images
+
+
+@dataclass
+class ImportResult:
+    commit: CommitResult
+    report: ValidationReport
+
+    @property
+    def created(self) -> bool:
+        return self.commit.created
+
+
+def _box_key(boxes: list[Box]) -> list[tuple]:
+    return sorted((b.class_id, round(b.cx, 6), round(b.cy, 6), round(b.w, 6), round(b.h, 6)) for b in boxes)
+
+
+def _resolve_options(catalog: Catalog, name: str, opts: ImportOptions) -> tuple[int | None, int]:
+    """New images of an existing dataset are split with its seed; with ``--add`` they must also be
+    prepared like the old ones (one version, one preprocessing)."""
+    parent = catalog.latest(name)
+    max_width, seed = opts.max_width, opts.seed
+    if parent is not None and seed is None:
+        seed = parent.split_policy.seed
+    if parent is not None and opts.add:
+        old = parent.preprocessing.max_width
+        if max_width is None:
+            max_width = old
+        elif max_width != old:
+            raise ValidationError(f"{parent.ref} was imported with --max-width {old}; "
+                                  f"images added to it must use the same (got {max_width})")
+    if max_width is not None and max_width < 1:
+        raise ValidationError(f"--max-width must be a positive number of pixels, got {max_width}")
+    return max_width, 0 if seed is None else seed
+
+
+def _check_item(item: SourceItem, nc: int, max_width: int | None) -> tuple[images.PreparedImage, list[Box]] | Problem:
+    """Labels first (cheap), then the image (decoded once), then the boxes against its size."""
+    try:
+        raw = item.labels()
+    except LabelError as exc:
+        return Problem(exc.kind, item.label_name or item.name, str(exc))
+    try:
+        prepared = images.prepare(item.load(), max_width)
+    except VisionloopError as exc:
+        bomb = "decompression bomb" in str(exc)
+        return Problem(ProblemKind.DECOMPRESSION_BOMB if bomb else ProblemKind.UNREADABLE_IMAGE, item.name, str(exc))
+    except OSError as exc:
+        return Problem(ProblemKind.UNREADABLE_IMAGE, item.name, f"cannot read: {exc.strerror or exc}")
+    try:
+        boxes = normalize_boxes(raw or [], nc, prepared.source_width, prepared.source_height)
+    except LabelError as exc:
+        return Problem(exc.kind, item.label_name or item.name, str(exc))
+    return prepared, boxes
+
+
+def _checked_in_order(items: Iterable[SourceItem], nc: int, max_width: int | None,
+                      workers: int) -> Iterator[tuple[SourceItem, tuple[images.PreparedImage, list[Box]] | Problem]]:
+    """Check items on ``workers`` threads (Pillow decodes without the GIL) a few items ahead,
+    yielding results in source order so messages and duplicate handling stay deterministic."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-check")
+    window: deque[tuple[SourceItem, Future]] = deque()
+    try:
+        for item in items:
+            window.append((item, pool.submit(_check_item, item, nc, max_width)))
+            if len(window) > 2 * workers:
+                head, fut = window.popleft()
+                yield head, fut.result()
+        while window:
+            head, fut = window.popleft()
+            yield head, fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _BlobWriter:
+    """Writes blobs on a few threads while the caller decodes the next image.
+
+    File and network I/O release the GIL, so overlapping it with decoding keeps the import
+    close to decode speed. Local blobs skip the per-file fsync; :meth:`flush` makes them all
+    durable with one filesystem sync before the manifest may name them. The queue is bounded so
+    a large import never holds more than a few images in memory.
+    """
+
+    def __init__(self, store: Store, workers: int = 4, max_pending: int = 32):
+        self.store = store
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blob-writer")
+        self.pending: deque[Future] = deque()
+        self.max_pending = max_pending
+
+    def put(self, data: bytes, sha: str) -> None:
+        self.pending.append(self.pool.submit(self.store.put_blob, data, sha, durable=False))
+        while len(self.pending) > self.max_pending:
+            self.pending.popleft().result()
+
+    def flush(self) -> None:
+        """Every blob is written and durable when this returns; errors surface here."""
+        while self.pending:
+            self.pending.popleft().result()
+        self.store.sync()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def ingest(store: Store, source: SourceDataset, name: str, opts: ImportOptions | None = None,
+           progress: Progress | None = None) -> ImportResult:
+    """Check, store and commit ``source`` as a new version of ``name``.
+
+    Default: bad items are dropped and listed in the report. Strict: any problem raises
+    :class:`ValidationError` and nothing is written.
+    """
+    opts = opts or ImportOptions()
+    catalog = Catalog(store)
+    DatasetRef.parse(name)  # a bad name fails before any work
+    max_width, seed = _resolve_options(catalog, name, opts)
+    if not source.classes:
+        raise ValidationError(f"{source.description}: no class names found")
+    nc = len(source.classes)
+    report = ValidationReport(problems=list(source.problems))
+    drafts: dict[str, DraftImage] = {}
+    first_seen: dict[str, str] = {}
+    conflicts: set[str] = set()
+    pending: list[tuple[str, bytes]] = []  # strict: written only once everything passed
+
+    writer = _BlobWriter(store)
+    checks = _checked_in_order(source.items, nc, max_width, workers=min(8, 2 * (os.cpu_count() or 1)))
+    try:
+        for done, (item, checked) in enumerate(checks, start=1):
+            if progress:
+                progress(done, source.total)
+            if isinstance(checked, Problem):
+                report.problems.append(checked)
+                continue
+            prepared, boxes = checked
+            sha = sha256_bytes(prepared.data)
+            if sha in drafts or sha in conflicts:
+                if sha not in conflicts and _box_key(drafts[sha].boxes) == _box_key(boxes):
+                    report.duplicates += 1
+                    continue
+                conflicts.add(sha)
+                report.add(ProblemKind.CONFLICTING_DUPLICATE, item.name,
+                           f"same image as {first_seen[sha]} but different labels (both dropped)")
+                continue
+            first_seen[sha] = item.name
+            if opts.strict:
+                pending.append((sha, prepared.data))
+            else:
+                writer.put(prepared.data, sha)
+            drafts[sha] = DraftImage(sha, prepared.ext, prepared.width, prepared.height, boxes,
+                                     source=item.name, split=item.split)
+
+        for sha in conflicts:
+            drafts.pop(sha, None)
+        if opts.strict:
+            report.raise_if_problems()
+            for sha, data in pending:
+                writer.put(data, sha)
+        writer.flush()  # all blobs are in place before the manifest names them
+    finally:
+        checks.close()
+        writer.close()
+    kept = list(drafts.values())
+    report.images = len(kept)
+    report.background = sum(1 for d in kept if not d.boxes)
+    report.boxes = sum(len(d.boxes) for d in kept)
+    if not kept:
+        detail = f": {report.problems[0]}" if report.problems else ""
+        raise ValidationError(f"no valid images in {source.description}{detail}")
+    mode = "source" if source.has_splits and not opts.resplit else "hash"
+    result = catalog.commit(
+        name, source.classes, kept,
+        preprocessing=Preprocessing(max_width=max_width),
+        split_policy=SplitPolicy(mode=mode, seed=seed),
+        source=source.description,
+        add_to_parent=opts.add,
+    )
+    return ImportResult(result, report)
