@@ -116,3 +116,11 @@ def test_a_blob_cut_short_by_a_crash_is_written_again(tmp_path):
     path.write_bytes(b"")  # what an unsynced file can look like after a power loss
     assert store.put_blob(b"full content", durable=False) == sha
     assert store.get_blob(sha) == b"full content"
+
+
+def test_create_exclusive_loses_a_race_it_cannot_see(store, monkeypatch):
+    """Even when the existence check misses a concurrent writer, the first manifest survives."""
+    assert store.create_exclusive("datasets/y/v000001.json", b"winner")
+    monkeypatch.setattr(store, "exists", lambda key: False)  # the racer checked before we wrote
+    assert not store.create_exclusive("datasets/y/v000001.json", b"loser")
+    assert store.read_bytes("datasets/y/v000001.json") == b"winner"

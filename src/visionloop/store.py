@@ -105,7 +105,12 @@ class Store:
             return True
         if self.exists(key):
             return False
-        self.fs.pipe_file(path, data)
+        try:  # conditional PUT (If-None-Match: *) closes the race on S3 and MinIO
+            self.fs.pipe_file(path, data, mode="create")
+        except (FileExistsError, OSError) as exc:
+            if isinstance(exc, FileExistsError) or "PreconditionFailed" in str(exc) or "412" in str(exc):
+                return False
+            raise
         return True
 
     def read_bytes(self, key: str) -> bytes:
