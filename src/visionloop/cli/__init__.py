@@ -13,7 +13,7 @@ import typer
 
 from .. import __version__
 from ..errors import VisionloopError
-from . import data, demo, label, loop, models, monitor, serve, train, workflow
+from . import data, demo, inbox, label, loop, models, monitor, serve, train, workflow
 from .console import err_console
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+data.app.command("inbox")(inbox.inbox)
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(label.app, name="label")

@@ -1,8 +1,64 @@
-"""`visionloop serve`."""
+"""`visionloop serve`: the ONNX Runtime inference server (FastAPI + uvicorn)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 
-def serve() -> None:
-    """Not implemented yet."""
-    raise NotImplementedError
+import typer
+
+from ..errors import ValidationError
+
+
+def serve(
+    model: list[str] = typer.Option(..., "--model", "-m",
+                                    help="PATH.onnx, NAME/VERSION or NAME@ALIAS (NAME=SOURCE renames); repeat for "
+                                         "several models, the first is the default."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="TCP port."),
+    watch: float = typer.Option(0.0, help="Poll aliases every SECONDS and hot-swap when they move (0: off)."),
+    capture: str = typer.Option("none", help="Capture to the inbox: none | low-confidence | all."),
+    capture_range: str = typer.Option("0.25,0.6", help="LOW,HIGH confidence counted as low confidence."),
+    capture_rate: float = typer.Option(1.0, min=0.0, max=1.0, help="Fraction of eligible images captured."),
+    capture_max: int = typer.Option(1000, min=1, help="Most inbox records per model; more are dropped (counted)."),
+    max_body_mb: float = typer.Option(20.0, min=0.001, help="Largest request body, MB."),
+    max_pixels: int = typer.Option(50_000_000, min=1, help="Largest image (width x height), checked before decoding."),
+    workers_threads: int = typer.Option(2, "--workers-threads", min=1, help="Concurrent inference threads."),
+    queue: int = typer.Option(64, min=1, help="Queued + running inference jobs before answering 503."),
+    intra_threads: int = typer.Option(0, min=0, help="onnxruntime threads per session (0: cores / workers)."),
+    access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve models over HTTP: predict, compare, hot swap, captures, Prometheus metrics."""
+    from ..serving.capture import CapturePolicy, parse_range
+    from ..serving.config import ServeConfig
+    from ..serving.sources import parse_spec, resolve
+
+    if capture not in ("none", "low-confidence", "all"):
+        raise ValidationError(f"--capture must be none, low-confidence or all, not {capture!r}")
+    try:
+        low, high = parse_range(capture_range)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    for spec in (parse_spec(m) for m in model):  # fail fast on a typo or unknown ref, before binding the port
+        resolve(spec)  # registry refs: downloads into the cache the loader then reuses
+    workers = workers_threads
+    hold = os.environ.get("VISIONLOOP_SERVE_HOLD_FILE")  # test hook: keeps /ready at 503 while the file exists
+    config = ServeConfig(
+        models=model, watch=watch,
+        capture=CapturePolicy(mode=capture, low=low, high=high, rate=capture_rate, max_per_model=capture_max),
+        max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, workers=workers, queue=queue,
+        intra_threads=intra_threads or None, hold_file=Path(hold) if hold else None,
+    )
+    import logging
+
+    import uvicorn
+
+    # swaps, load failures and dropped captures are logged by visionloop.serving.*; uvicorn has its own loggers
+    logging.basicConfig(level=log_level.upper() if log_level.upper() in logging.getLevelNamesMapping() else "INFO",
+                        format="%(levelname)s:     %(name)s: %(message)s")
+
+    from ..serving.app import create_app
+
+    app = create_app(config)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, timeout_graceful_shutdown=5)

@@ -1,0 +1,203 @@
+"""One ONNX model in onnxruntime: metadata, session options, predict.
+
+The session is created once per loaded version and shared by every request (``run`` is
+thread-safe). Class names, input size, stride and task come from the metadata ultralytics
+writes into the ONNX file; a plain ONNX file without it still works (sizes from the graph,
+classes named ``class0..``).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .errors import ApiError
+from .postprocess import decode_end2end, decode_yolo_head, scale_boxes, top_k
+from .preprocess import DecodedImage, classify_input, letterbox, to_tensor
+
+Task = Literal["detect", "classify"]
+
+
+class ModelLoadError(Exception):
+    """The file is not a model this server can serve (message says why)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    task: Task
+    classes: list[str]
+    imgsz: tuple[int, int]  # (h, w)
+    stride: int
+    end2end: bool
+    input_name: str
+    input_shape: tuple
+    output_shape: tuple
+
+    @property
+    def dynamic(self) -> bool:
+        """Input height/width are symbolic: letterbox to the smallest stride multiple, like ultralytics."""
+        return not all(isinstance(d, int) for d in self.input_shape[2:])
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    conf: float = 0.25
+    iou: float = 0.7
+    max_det: int = 300
+    top_k: int = 5
+
+
+@dataclass
+class RawPrediction:
+    """Detections ``(n, 6)`` in original pixels, or top-k classes; timings in milliseconds."""
+
+    width: int
+    height: int
+    detections: np.ndarray | None = None
+    classes: list[tuple[int, float]] | None = None
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _literal(value: str | None, default):
+    if value is None:
+        return default
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return default
+
+
+def read_info(session) -> ModelInfo:
+    """ModelInfo from the ONNX metadata ultralytics writes, cross-checked with the graph."""
+    meta = session.get_modelmeta().custom_metadata_map
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        raise ModelLoadError(f"expected one image input, found {len(inputs)}")
+    inp, out = inputs[0], outputs[0]
+    in_shape, out_shape = tuple(inp.shape), tuple(out.shape)
+    if len(in_shape) != 4:
+        raise ModelLoadError(f"expected a (batch, 3, h, w) input, found {list(in_shape)}")
+    imgsz = _literal(meta.get("imgsz"), None)
+    if isinstance(imgsz, int):
+        imgsz = [imgsz, imgsz]
+    if not imgsz:
+        if not all(isinstance(d, int) for d in in_shape[2:]):
+            raise ModelLoadError("dynamic input size and no 'imgsz' metadata")
+        imgsz = list(in_shape[2:])
+    task = meta.get("task") or ("classify" if len(out_shape) == 2 else "detect")
+    if task not in ("detect", "classify"):
+        raise ModelLoadError(f"task {task!r} is not served (detect and classify are)")
+    names = _literal(meta.get("names"), None)
+    if isinstance(names, dict):
+        classes = [str(names[k]) for k in sorted(names)]
+    elif isinstance(names, list):
+        classes = [str(n) for n in names]
+    else:
+        n = out_shape[-1] if task == "classify" else (out_shape[1] - 4 if isinstance(out_shape[1], int) else 0)
+        classes = [f"class{i}" for i in range(n)] if isinstance(n, int) else []
+    end2end = str(meta.get("end2end", "")).lower() == "true" or (
+        task == "detect" and len(out_shape) == 3 and out_shape[-1] == 6 and out_shape[1] != 4 + len(classes)
+    )
+    return ModelInfo(task, classes, (int(imgsz[0]), int(imgsz[1])), int(_literal(meta.get("stride"), 32) or 32),
+                     end2end, inp.name, in_shape, out_shape)
+
+
+def check_output(info: ModelInfo, out: np.ndarray) -> None:
+    """Refuse a model whose output does not match what its metadata promises."""
+    nc = len(info.classes)
+    if info.task == "classify":
+        ok = out.ndim == 2 and out.shape[1] == nc
+        want = f"(1, {nc})"
+    elif info.end2end:
+        ok = out.ndim == 3 and out.shape[2] >= 6
+        want = "(1, N, 6)"
+    else:
+        ok = out.ndim == 3 and out.shape[1] == 4 + nc
+        want = f"(1, {4 + nc}, N)"
+    if not ok:
+        raise ModelLoadError(f"output shape {list(out.shape)} does not match {want} for {nc} classes")
+    if not np.isfinite(out).all():
+        raise ModelLoadError("warm-up output contains NaN or infinity")
+
+
+def default_threads(workers: int) -> int:
+    """intra-op threads per session so that ``workers`` concurrent runs share the cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def create_session(path: Path, intra_threads: int, spinning: bool = True):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if not spinning:  # several workers on few cores: spinning threads would steal each other's CPU
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load {path.name}: {first[:300]}") from None
+
+
+class OnnxModel:
+    """A loaded ONNX model: ``predict`` takes a decoded image and returns a RawPrediction."""
+
+    def __init__(self, path: Path, intra_threads: int | None = None, spinning: bool = True):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelLoadError(f"model file not found: {self.path}")
+        self.session = create_session(self.path, intra_threads or default_threads(1), spinning)
+        self.info = read_info(self.session)
+        self.providers = list(self.session.get_providers())
+
+    def warmup(self, runs: int = 2) -> None:
+        """Run grey images through the model (first runs allocate) and check the output shape."""
+        h, w = self.info.imgsz
+        grey = np.full((1, 3, h, w), 114 / 255, dtype=np.float32)
+        for _ in range(runs):
+            out = self.run(grey)
+        check_output(self.info, out)
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.info.input_name: tensor})[0]
+
+    def preprocess(self, image: DecodedImage):
+        if self.info.task == "classify":
+            return classify_input(image.rgb, self.info.imgsz), None
+        padded, lb = letterbox(image.rgb, self.info.imgsz, self.info.stride if self.info.dynamic else None)
+        return to_tensor(padded), lb
+
+    def predict(self, image: DecodedImage, params: PredictParams) -> RawPrediction:
+        t0 = time.perf_counter()
+        tensor, lb = self.preprocess(image)
+        t1 = time.perf_counter()
+        try:
+            out = self.run(tensor)
+        except Exception as exc:  # e.g. a model that fails on this input shape
+            raise ApiError(500, "inference_failed", f"inference failed: {type(exc).__name__}") from exc
+        t2 = time.perf_counter()
+        result = RawPrediction(image.width, image.height)
+        if self.info.task == "classify":
+            result.classes = top_k(out[0], params.top_k)
+        else:
+            if self.info.end2end:
+                dets = decode_end2end(out[0], params.conf, params.max_det)
+            else:
+                dets = decode_yolo_head(out[0], params.conf, params.iou, params.max_det)
+            result.detections = scale_boxes(dets, lb)
+        t3 = time.perf_counter()
+        result.timing_ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
+                            "postprocess": (t3 - t2) * 1e3}
+        return result

@@ -1,0 +1,140 @@
+"""Pydantic request/response models: the HTTP contract, shown in the OpenAPI page at /docs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Machine-readable error code, e.g. bad_image, not_found.")
+    message: str = Field(description="One line a person can act on.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Box(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class Detection(BaseModel):
+    class_id: int
+    class_name: str
+    confidence: float
+    box: Box = Field(description="Pixel coordinates in the original image (EXIF orientation applied).")
+
+
+class ClassScore(BaseModel):
+    class_id: int
+    class_name: str
+    confidence: float
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class Timing(BaseModel):
+    decode: float = Field(description="Bytes to pixels, ms.")
+    preprocess: float = Field(description="Letterbox / crop to the model input, ms.")
+    inference: float = Field(description="onnxruntime session.run, ms.")
+    postprocess: float = Field(description="NMS and scaling back to image pixels, ms.")
+    total: float = Field(description="From request received to response built, ms.")
+
+
+class Prediction(BaseModel):
+    model: str
+    version: str = Field(description="The model version that answered this request.")
+    task: Literal["detect", "classify"]
+    image: ImageSize
+    detections: list[Detection] | None = Field(default=None, description="Detection models.")
+    classes: list[ClassScore] | None = Field(default=None, description="Classification models: top-k.")
+    timing_ms: Timing
+
+
+class BatchItem(BaseModel):
+    filename: str
+    prediction: Prediction | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResponse(BaseModel):
+    model: str
+    version: str
+    results: list[BatchItem]
+
+
+class CompareItem(BaseModel):
+    model: str
+    prediction: Prediction | None = None
+    error: ErrorBody | None = None
+
+
+class CompareResponse(BaseModel):
+    image: ImageSize
+    results: list[CompareItem]
+
+
+class ModelStatus(BaseModel):
+    name: str
+    default: bool
+    source: str = Field(description="How the model was named: a path, M/5 or M@alias.")
+    state: Literal["loading", "ready", "failed"]
+    version: str | None = None
+    alias: str | None = None
+    task: str | None = None
+    classes: list[str] = Field(default_factory=list)
+    input_size: list[int] | None = Field(default=None, description="[height, width] of the model input.")
+    providers: list[str] = Field(default_factory=list)
+    loaded_at: str | None = None
+    last_error: str | None = Field(default=None, description="Why the latest load or reload failed.")
+    last_error_at: str | None = None
+
+
+class ModelsResponse(BaseModel):
+    default: str
+    models: list[ModelStatus]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    models: dict[str, str] = Field(description="Load state per model.")
+
+
+class ReloadRequest(BaseModel):
+    version: str | None = Field(default=None, description="Registry version to load, e.g. '5'.")
+    path: str | None = Field(default=None, description="An .onnx file on the server to load instead.")
+
+
+class ReloadResponse(BaseModel):
+    name: str
+    previous_version: str | None
+    version: str
+    swapped: bool = Field(description="False when the resolved version is the one already serving.")
+    classes_changed: bool = Field(default=False, description="The new version names different classes.")
+
+
+class FeedbackRequest(BaseModel):
+    model: str | None = Field(default=None, description="Model the prediction came from; default model if omitted.")
+    image: str = Field(description="The image, base64 (a data: URL prefix is accepted).")
+    version: str | None = Field(default=None, description="Version that answered; the serving one if omitted.")
+    detections: list[Detection] | None = Field(default=None, description="The prediction being flagged; re-run if omitted.")
+    note: str = Field(default="", max_length=2000, description="What was wrong.")
+
+
+class FeedbackResponse(BaseModel):
+    accepted: bool
+    id: str
+    model: str
+    version: str
