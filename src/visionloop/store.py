@@ -50,6 +50,18 @@ def read_url(url: str) -> bytes:
         raise NotFoundError(f"not found: {url}") from None
 
 
+def _write_temp(path: str, data: bytes, durable: bool) -> str:
+    """Write ``data`` beside ``path`` under a hidden temp name (listings skip ``.tmp-``)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
+    return tmp
+
+
 class Store:
     """Blobs by hash plus named documents, under one root URL."""
 
@@ -75,14 +87,7 @@ class Store:
         """
         path = self._path(key)
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                if durable:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            os.replace(_write_temp(path, data, durable), path)
         else:
             self.fs.pipe_file(path, data)
 
@@ -90,12 +95,7 @@ class Store:
         """Write ``key`` only if it does not exist yet; False when someone else won the race."""
         path = self._path(key)
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            tmp = _write_temp(path, data, durable=True)
             try:
                 os.link(tmp, path)  # atomic and fails if the name exists
             except FileExistsError:
