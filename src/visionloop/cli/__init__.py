@@ -13,7 +13,7 @@ import typer
 
 from .. import __version__
 from ..errors import VisionloopError
-from . import data, demo, inbox, label, loop, models, monitor, serve, train, workflow
+from . import data, demo, inbox, label, loop, models, monitor, promotion, serve, train, workflow
 from .console import err_console
 
 app = typer.Typer(
@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 data.app.command("inbox")(inbox.inbox)
 app.add_typer(data.app, name="data")
+for _name in ("compare", "promote", "rollback"):
+    models.app.command(_name)(getattr(promotion, _name))
 app.add_typer(models.app, name="models")
 app.add_typer(label.app, name="label")
 app.command("train")(train.train)

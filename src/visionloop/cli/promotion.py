@@ -1,0 +1,77 @@
+"""`visionloop models compare | promote | rollback` (registered by cli/models.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import ConflictError
+from .console import console, err_console
+
+
+def comparison_table(cmp, title: str | None = None):
+    """metric | A | B | change, as a rich table."""
+    from rich.table import Table
+
+    t = Table(title=title or f"{cmp.a} vs {cmp.b} on {cmp.data} ({cmp.split}, {cmp.images} images)")
+    t.add_column("metric")
+    t.add_column(f"A: {cmp.a}", justify="right")
+    t.add_column(f"B: {cmp.b}", justify="right")
+    t.add_column("change", justify="right")
+    for r in cmp.rows:
+        style = "green" if r.change > 1e-9 else ("red" if r.change < -1e-9 else "")
+        t.add_row(r.metric, f"{r.a:.4f}", f"{r.b:.4f}", f"[{style}]{r.change:+.4f}[/]" if style else f"{r.change:+.4f}")
+    return t
+
+
+def compare(
+    a: str = typer.Argument(..., help="Baseline model, e.g. M@champion or M/3."),
+    b: str = typer.Argument(..., help="Challenger model, e.g. M/5."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset N@V whose test split both are evaluated on "
+                                       "(default: the newer of the two models' training datasets)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """Evaluate two models on the same frozen test split: metric | A | B | change."""
+    from .. import promotion
+
+    with err_console.status("evaluating both models on the same test split"):
+        cmp = promotion.compare(a, b, data)
+    if json_out:
+        typer.echo(cmp.model_dump_json(indent=2, exclude={"a_eval", "b_eval"}))
+    else:
+        console.print(comparison_table(cmp))
+
+
+def promote(
+    ref: str = typer.Argument(..., help="The version to make champion, e.g. M/5."),
+    force: bool = typer.Option(False, "--force", help="Promote even when the gate refuses (recorded on the version)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset N@V to compare on (default: see compare)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="visionloop.yaml with the gate: section."),
+) -> None:
+    """Move `champion` to REF when it beats the current champion under the gate."""
+    from .. import promotion
+
+    gate = promotion.Gate.load(config)
+    with err_console.status("comparing with the champion"):
+        res = promotion.promote(ref, force=force, gate=gate, data=data)
+    if res.comparison is not None:
+        console.print(comparison_table(res.comparison))
+    if not res.promoted and res.decision is None:
+        console.print(f"{res.name}/{res.version} is already the champion; nothing changed")
+        return
+    if not res.promoted:
+        raise ConflictError(f"gate refused {res.name}/{res.version}: {'; '.join(res.decision.reasons)} "
+                            f"(champion stays {res.name}/{res.previous}; --force to override)")
+    how = "FORCED past the gate" if res.forced else ("gate passed: " + res.decision.summary() if res.decision else "first champion")
+    console.print(f"{res.name}@champion: {res.previous or '-'} -> {res.version} ({how}); history {','.join(res.history)}")
+
+
+def rollback(name: str = typer.Argument(..., help="Registered model name.")) -> None:
+    """Restore the previous champion."""
+    from .. import promotion
+
+    res = promotion.rollback(name)
+    console.print(f"{res.name}@champion: {res.from_version} -> {res.to_version} (rolled back); "
+                  f"history {','.join(res.history)}")

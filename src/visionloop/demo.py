@@ -1,0 +1,259 @@
+"""`visionloop demo`: the whole loop on generated data, on CPU, in minutes.
+
+dataset v1 (small) → train → serve (a real server process, watching the champion alias) →
+unseen images → low-confidence captures → labels (from the generator's ground truth, standing
+in for a human annotator) → dataset v2 → retrain → compare → promote → the server hot-swaps.
+Everything lives in its own VISIONLOOP_HOME so the demo never touches the user's state.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from pydantic import BaseModel, Field
+
+from .datasets import images, synthetic
+from .datasets.catalog import Catalog, DraftImage
+from .datasets.manifest import Box
+from .errors import ConflictError, VisionloopError
+from .promotion import Comparison, Gate
+
+MARKER = ".visionloop-demo"
+DATASET = MODEL = "shapes"
+
+
+class DemoOptions(BaseModel):
+    home: Path = Path(".visionloop/demo")
+    imgsz: int = 96  # shapes stay learnable; a CPU epoch takes seconds
+    batch: int = 8  # ultralytics warms up for 100 iterations: small batches get past it on little data
+    v1_images: int = 120
+    v1_epochs: int = 10
+    unseen: int = 200
+    v2_epochs: int = 15
+    conf: float = Field(default=0.05, description="Confidence threshold of the demo's predict requests.")
+    capture_low: float = 0.05
+    capture_high: float = 0.6
+    seed: int = 0
+    port: int = 0  # 0: a free port
+
+
+class DemoResult(BaseModel):
+    v1: str
+    v2: str
+    comparison: Comparison | None
+    promoted: bool
+    captured: int
+    sent: int
+    served_before: str
+    served_after: str
+    seconds: float
+
+
+def _prepare_home(home: Path) -> Path:
+    """A fresh demo home; refuses to wipe a directory the demo did not create."""
+    home = home.expanduser().resolve()
+    if home.exists() and any(home.iterdir()):
+        if not (home / MARKER).exists():
+            raise ConflictError(f"{home} is not empty and was not made by the demo; pick another --home")
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / MARKER).write_text("made by `visionloop demo`; deleted by the next demo run\n")
+    return home
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _png(im) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+class ServerProcess:
+    """`visionloop serve` as a child process (what a user would run), in its own process group
+    so that stopping it stops everything it started."""
+
+    def __init__(self, args: list[str], log_path: Path, port: int = 0):
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "visionloop", "serve", "--port", str(self.port), *args],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                     start_new_session=True)
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise VisionloopError(f"the server exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if self.http.get("/ready").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise VisionloopError(f"the server was not ready within {timeout:.0f} s; see {self.log_path}")
+
+    def version(self, model: str) -> str | None:
+        for m in self.http.get("/v1/models").json()["models"]:
+            if m["name"] == model:
+                return m.get("version")
+        return None
+
+    def wait_version(self, model: str, version: str, timeout: float = 60) -> str | None:
+        """Poll until the server answers with ``version`` (a hot swap) or the time is up."""
+        deadline = time.monotonic() + timeout
+        while (got := self.version(model)) != version and time.monotonic() < deadline:
+            time.sleep(0.3)
+        return got
+
+    def predict(self, model: str, png: bytes, conf: float) -> dict:
+        r = self.http.post(f"/v1/models/{model}/predict", params={"conf": conf},
+                           files={"file": ("image.png", png, "image/png")})
+        if r.status_code != 200:
+            raise VisionloopError(f"predict answered HTTP {r.status_code}: {r.text[:200]}")
+        return r.json()
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+def _wait_captures(store, timeout: float = 30.0, quiet: float = 2.0) -> int:
+    """Captures are written off the request path: wait until the inbox stops growing."""
+    from .feedback.inbox import count_captures
+
+    last, since, deadline = -1, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = count_captures(store, MODEL)
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+        time.sleep(0.25)
+    return max(last, 0)
+
+
+def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
+    t0 = time.monotonic()
+    home = _prepare_home(opts.home)
+    os.environ["VISIONLOOP_HOME"] = str(home)
+    for var in ("VISIONLOOP_STORE_URL", "VISIONLOOP_TRACKING_URI", "MLFLOW_TRACKING_URI"):
+        os.environ.pop(var, None)  # the demo's state stays in its own home
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(home / "ultralytics"))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from .settings import get_settings
+
+    get_settings(fresh=True)
+    from . import loop as loop_mod
+    from . import registry
+    from .feedback.inbox import list_captures, update_capture
+    from .store import open_store, sha256_bytes
+    from .training.config import build_config
+    from .training.pipeline import run_pipeline
+    from .cli.console import err_console
+
+    store = open_store()
+    say(f"home: {home} (its own store, MLflow and caches)")
+
+    # 1. dataset v1: a small generated set
+    drafts = []
+    for s in synthetic.generate(opts.v1_images, seed=opts.seed, size=opts.imgsz):
+        p = images.prepare(s.data)
+        drafts.append(DraftImage(store.put_blob(p.data), p.ext, p.width, p.height, s.boxes, source=s.name))
+    v1_data = Catalog(store).commit(DATASET, synthetic.CLASSES, drafts, source="synthetic shapes").manifest
+    say(f"1. dataset {v1_data.ref}: {len(v1_data.images)} generated images {v1_data.split_counts()}")
+
+    # 2. train v1 briefly on little data: it will be unsure, which is what makes captures worth labeling
+    cfg = build_config({}, {"data": v1_data.ref, "name": MODEL, "model": "yolo11n.yaml", "epochs": opts.v1_epochs,
+                            "imgsz": opts.imgsz, "device": "cpu", "batch": opts.batch, "seed": opts.seed})
+    v1 = run_pipeline(cfg, err_console)
+    v1_ref = f"{MODEL}/{v1.version}"
+    say(f"2. trained {v1_ref} ({opts.v1_epochs} epochs on {v1_data.ref}); it is the champion")
+
+    # 3. serve the champion, following the alias
+    port = opts.port
+    server = ServerProcess(["--model", f"{MODEL}@champion", "--watch", "1", "--capture", "low-confidence",
+                                  "--capture-range", f"{opts.capture_low},{opts.capture_high}"],
+                           home / "server.log", port)
+    try:
+        server.wait_ready()
+        served_before = f"{MODEL}/{server.version(MODEL)}"
+        say(f"3. serving {served_before} at {server.url} (watching {MODEL}@champion, capturing confidence "
+            f"{opts.capture_low}-{opts.capture_high} and images with no detection)")
+
+        # 4. unseen images through the real HTTP API
+        import numpy as np
+
+        rng = np.random.default_rng(opts.seed + 1000)
+        truth: dict[str, list[Box]] = {}
+        for _ in range(opts.unseen):
+            im, boxes = synthetic.render(rng, size=opts.imgsz)
+            png = _png(im)
+            truth[sha256_bytes(png)] = boxes  # the server keeps PNG bytes as sent
+            server.predict(MODEL, png, opts.conf)
+        captured = _wait_captures(store)
+        records = [r for r in list_captures(store, MODEL) if r.labels is None]
+        reasons = Counter(r.reason for r in records)
+        say(f"4. sent {opts.unseen} unseen images; the server captured {len(records)} "
+            f"({', '.join(f'{n} {k}' for k, n in reasons.items()) or 'none'})")
+
+        # 5. label the captures. A human would do this in Label Studio (`visionloop label push/pull`);
+        #    the demo knows the generator's exact boxes and uses them as the annotator's answer.
+        labeled = 0
+        for r in records:
+            gt = truth.get(r.image_sha256)
+            if gt is None:
+                continue
+            names = r.classes or synthetic.CLASSES
+            r.labels = [b.model_copy(update={"class_id": names.index(synthetic.CLASSES[b.class_id])}) for b in gt]
+            update_capture(store, r)
+            labeled += 1
+        say(f"5. labeled {labeled} captures from the generator's ground truth "
+            "(standing in for a human annotator in Label Studio)")
+
+        # 6-9. one turn of the loop: v2 → retrain (longer) → compare → promote → report
+        opts_loop = loop_mod.LoopOptions(data=DATASET, model=MODEL, train_overrides={"epochs": opts.v2_epochs},
+                                         gate=Gate(), report=home / "report.md")
+        res = loop_mod.run_iteration(opts_loop, lambda s: say(f"   {s.name}: {s.detail}"))
+        if res.trained is None:
+            raise VisionloopError("the loop trained nothing")
+        promoted = res.promoted
+
+        # 10. the watching server swaps to the new champion by itself
+        champion = registry.get_alias(MODEL, registry.CHAMPION)
+        server.wait_version(MODEL, champion or "")
+        answer = server.predict(MODEL, _png(synthetic.render(rng, size=opts.imgsz)[0]), opts.conf)
+        served_after = f"{MODEL}/{answer['version']}"
+        say(f"10. the server now answers with {served_after} (champion {MODEL}/{champion})")
+    finally:
+        server.stop()
+    cmp = res.promotion.comparison if res.promotion else None
+    return DemoResult(v1=v1_ref, v2=res.trained, comparison=cmp, promoted=promoted, captured=captured,
+                      sent=opts.unseen, served_before=served_before, served_after=served_after,
+                      seconds=time.monotonic() - t0)
+

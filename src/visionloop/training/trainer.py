@@ -1,0 +1,253 @@
+"""Ultralytics adapter: train one YOLO model from a ``data.yaml`` and report each epoch.
+
+ultralytics is imported inside functions. What this adapter changes about plain
+``YOLO(...).train()``, and why:
+
+- ultralytics' own MLflow callback is removed from the trainer: the pipeline owns the run,
+  and the callback would open a second, duplicate run (in ``./mlflow.db`` by default).
+- On CPU ultralytics pins torch to ``cpu_count - 1`` threads (leaving a core idle) and forces
+  0 dataloader workers. We give torch the idle cores (``--threads``, default automatic; see
+  ``config.auto_threads``) and keep the user's ``--workers``.
+- Everything ultralytics prints goes to ``train.log`` in the run directory (and to the
+  terminal as well with ``--verbose``), so the terminal shows one rich progress bar.
+- A weights file that does not exist is an error naming the fix; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import math
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import NotFoundError, ValidationError, VisionloopError
+from .config import TrainConfig
+
+PLOT_SUFFIXES = (".png", ".jpg")
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One epoch (1-based) with clean metric names: train/box_loss, metrics/mAP50-95, lr/pg0..."""
+
+    epoch: int
+    epochs: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TrainOutput:
+    save_dir: Path
+    best_pt: Path
+    log_file: Path
+    epochs_run: int
+    final_metrics: dict[str, float]  # validation of best.pt after training
+    history: list[EpochMetrics] = field(default_factory=list)
+
+    @property
+    def plots(self) -> list[Path]:
+        return sorted(p for p in self.save_dir.iterdir() if p.suffix in PLOT_SUFFIXES)
+
+
+def clean_metric_name(key: str) -> str:
+    """``metrics/mAP50-95(B)`` → ``metrics/mAP50-95`` (MLflow-safe, box suffix dropped)."""
+    return key.replace("(B)", "").replace("(", "").replace(")", "")
+
+
+def check_model_source(model: str) -> None:
+    """Fail early (before any run exists) when the weights or architecture cannot be found."""
+    if model.endswith(".pt"):
+        if not Path(model).is_file():
+            raise NotFoundError(
+                f"model weights {model} not found; pass an existing .pt or an architecture like "
+                "yolo11n.yaml (trains from scratch); weights cannot be downloaded here"
+            )
+        return
+    if Path(model).is_file() or _packaged_architecture(model):
+        return
+    raise NotFoundError(
+        f"model architecture {model} not found; pass a local .yaml/.pt or a known architecture like yolo11n.yaml"
+    )
+
+
+def _packaged_architecture(model: str) -> bool:
+    """Is ``model`` one of ultralytics' bundled .yaml files? Checked on disk, without importing it.
+
+    ultralytics also accepts scaled names: yolo11n.yaml is yolo11.yaml at scale n.
+    """
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        raise VisionloopError("ultralytics is not installed; install visionloop[train]")
+    cfg_dir = Path(next(iter(spec.submodule_search_locations))) / "cfg" / "models"
+    name = Path(model).name
+    unscaled = re.sub(r"(\d+)([nslmx])(-[a-z0-9]+)?\.(ya?ml)$", r"\1\3.\4", name)
+    return any(cfg_dir.rglob(name)) or any(cfg_dir.rglob(unscaled))
+
+
+class _Tee(io.TextIOBase):
+    """Write to several text streams (the log file, and the terminal with --verbose)."""
+
+    def __init__(self, *streams: TextIO):
+        self.streams = streams
+
+    def write(self, s: str) -> int:
+        for st in self.streams:
+            st.write(s)
+        return len(s)
+
+    def flush(self) -> None:
+        for st in self.streams:
+            st.flush()
+
+    def isatty(self) -> bool:  # ultralytics' own bars then print plain lines, fine for a log
+        return False
+
+
+@contextlib.contextmanager
+def ultralytics_output(log_file: Path, verbose: bool = False) -> Iterator[None]:
+    """Send prints, warnings and ultralytics' logger to ``log_file`` (tee to stderr if verbose)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a", encoding="utf-8") as fh:
+        target: TextIO = _Tee(fh, sys.__stderr__) if verbose else fh
+        with contextlib.redirect_stdout(target):  # the first import prints a settings banner
+            from ultralytics.utils import LOGGER
+        handlers = [h for h in LOGGER.handlers if isinstance(h, logging.StreamHandler)]
+        # a handler created by that import is bound to ``target``: give it the real stdout back
+        saved = [(h, None if h.stream is target else h.stream, h.level) for h in handlers]
+        try:
+            for h in handlers:
+                h.setStream(target)
+                h.setLevel(logging.INFO)
+            with contextlib.redirect_stdout(target), contextlib.redirect_stderr(target):
+                yield
+        finally:
+            for h, stream, level in saved:
+                h.setStream(stream or sys.stdout)
+                h.setLevel(level)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """ultralytics' select_device() calls torch.set_num_threads(NUM_THREADS = cpu_count - 1)
+    on every train/val/predict; swapping the module constant makes all of them use ``n``."""
+    from ultralytics.utils import torch_utils
+
+    saved = torch_utils.NUM_THREADS
+    torch_utils.NUM_THREADS = n
+    try:
+        yield
+    finally:
+        torch_utils.NUM_THREADS = saved
+
+
+def _strip_ultralytics_mlflow(trainer) -> None:
+    for event, fns in trainer.callbacks.items():
+        trainer.callbacks[event] = [f for f in fns if not getattr(f, "__module__", "").endswith("callbacks.mlflow")]
+
+
+def read_results_csv(path: Path, epochs: int) -> list[EpochMetrics]:
+    """Per-epoch metrics from ultralytics' results.csv (used to replay a cached training)."""
+    if not path.exists():
+        return []
+    out = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            row = {k.strip(): v for k, v in row.items() if k}
+            ep = int(float(row.pop("epoch")))
+            vals = {}
+            for k, v in row.items():
+                try:
+                    f = float(v)
+                except (TypeError, ValueError):
+                    continue
+                if math.isfinite(f) and k != "time":
+                    vals[clean_metric_name(k)] = f
+            out.append(EpochMetrics(ep, epochs, vals))
+    return out
+
+
+def train(
+    cfg: TrainConfig,
+    data_yaml: Path,
+    out_dir: Path,
+    *,
+    device: str,
+    batch: int,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
+    threads: int | None = None,
+) -> TrainOutput:
+    """Train ``cfg.model`` on ``data_yaml`` into ``out_dir/train``; blocking, in this process."""
+    check_model_source(cfg.model)
+    log_file = out_dir / "train.log"
+    history: list[EpochMetrics] = []
+    started = {"epochs": 0}
+
+    def pretrain_start(trainer) -> None:
+        _strip_ultralytics_mlflow(trainer)
+        if trainer.device.type == "cpu":
+            trainer.args.workers = cfg.workers  # ultralytics forced 0
+
+    def epoch_start(trainer) -> None:
+        started["epochs"] += 1
+
+    def batch_end(trainer) -> None:
+        if on_batch is not None:
+            nb = len(trainer.train_loader) if trainer.train_loader is not None else 0
+            on_batch(trainer.epoch + 1, getattr(trainer, "_vl_batch", 0) + 1, nb)
+            trainer._vl_batch = getattr(trainer, "_vl_batch", 0) + 1
+
+    def fit_epoch_end(trainer) -> None:
+        trainer._vl_batch = 0
+        if trainer.epoch + 1 > started["epochs"]:
+            return  # the final validation of best.pt re-fires this event; reported via final_metrics
+        vals = {clean_metric_name(k): float(v) for k, v in trainer.label_loss_items(trainer.tloss, prefix="train").items()}
+        vals.update({clean_metric_name(k): float(v) for k, v in (trainer.metrics or {}).items()})
+        vals.update({k: float(v) for k, v in (trainer.lr or {}).items()})
+        em = EpochMetrics(trainer.epoch + 1, trainer.epochs, {k: v for k, v in vals.items() if math.isfinite(v)})
+        history.append(em)
+        if on_epoch is not None:
+            on_epoch(em)
+
+    with ultralytics_output(log_file, cfg.verbose), torch_threads(threads or cfg.resolved_threads()):
+        from ultralytics import YOLO
+
+        try:
+            model = YOLO(cfg.model)
+        except (FileNotFoundError, OSError) as exc:
+            raise NotFoundError(f"cannot load model {cfg.model}: {exc}") from None
+        except Exception as exc:  # a corrupt .pt or a broken .yaml
+            raise ValidationError(f"cannot load model {cfg.model}: {type(exc).__name__}: {exc}") from None
+        model.add_callback("on_pretrain_routine_start", pretrain_start)
+        model.add_callback("on_train_epoch_start", epoch_start)
+        model.add_callback("on_train_batch_end", batch_end)
+        model.add_callback("on_fit_epoch_end", fit_epoch_end)
+        try:
+            model.train(
+                data=str(data_yaml), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=batch, device=device,
+                seed=cfg.seed, patience=cfg.patience, workers=cfg.workers, project=str(out_dir),
+                name="train", exist_ok=True, verbose=True, plots=True,
+            )
+        except (KeyboardInterrupt, VisionloopError):
+            raise
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower():
+                raise VisionloopError(f"training ran out of memory at batch {batch}; pass a smaller --batch") from None
+            raise
+        trainer = model.trainer
+    best = Path(trainer.best)
+    if not best.exists():
+        best = Path(trainer.last)
+    if not best.exists():
+        raise VisionloopError(f"training finished without saving weights (see {log_file})")
+    final = {clean_metric_name(k): float(v) for k, v in (trainer.metrics or {}).items()}
+    return TrainOutput(Path(trainer.save_dir), best, log_file, len(history), final, history)
