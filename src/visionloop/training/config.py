@@ -12,11 +12,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from ..errors import NotFoundError, ValidationError
+from ..config_file import read_section
+from ..errors import ValidationError
 
 CPU_AUTO_BATCH = 16  # safe on any laptop at imgsz <= 640; ultralytics' AutoBatch needs CUDA
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -150,24 +150,7 @@ def build_config(file_values: dict[str, Any], overrides: dict[str, Any]) -> Trai
 
 def load_file(path: Path | None) -> dict[str, Any]:
     """The ``train:`` section of a ``visionloop.yaml``; ``None`` means ./visionloop.yaml if present."""
-    explicit = path is not None
-    path = Path(path) if explicit else Path("visionloop.yaml")
-    if not path.exists():
-        if explicit:
-            raise NotFoundError(f"config file {path} not found")
-        return {}
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ValidationError(f"config file {path} is not valid YAML{where}") from None
-    if not isinstance(doc, dict):
-        raise ValidationError(f"config file {path} must be a mapping with a 'train:' section")
-    section = doc.get("train", {}) or {}
-    if not isinstance(section, dict):
-        raise ValidationError(f"config file {path}: 'train:' must be a mapping")
-    return {k.replace("-", "_"): v for k, v in section.items()}
+    return read_section(path, "train")
 
 
 def load_config(config_path: Path | None = None, **overrides: Any) -> TrainConfig:
