@@ -12,12 +12,12 @@ import json
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from ...errors import NotFoundError, ValidationError
+from ...errors import ValidationError
 from ...store import Store
 from ..ingest import SourceDataset, SourceItem
 from ..manifest import DatasetManifest
 from ..validate import LabelError, Problem, ProblemKind, RawBox
-from .tree import OutputTree
+from .tree import OutputTree, read_json_file
 from .yolo_folder import export_stems
 
 
@@ -50,12 +50,7 @@ def _boxes(anns: list[RawBox], error: LabelError | None) -> list[RawBox]:
 def load(json_path: Path, images_dir: Path | None = None, doc: dict | None = None) -> SourceDataset:
     json_path = Path(json_path)
     if doc is None:
-        try:
-            doc = json.loads(json_path.read_text(encoding="utf-8-sig"))
-        except FileNotFoundError:
-            raise NotFoundError(f"not found: {json_path}") from None
-        except ValueError as exc:
-            raise ValidationError(f"{json_path}: not valid JSON ({exc})") from None
+        doc = read_json_file(json_path)
     if not is_coco(doc):
         raise ValidationError(f"{json_path}: not a COCO file (needs 'images' and 'annotations')")
     try:

@@ -16,12 +16,12 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, unquote, urlparse
 
-from ...errors import NotFoundError, ValidationError
+from ...errors import ValidationError
 from ...store import Store, read_url
 from ..ingest import SourceDataset, SourceItem
 from ..manifest import DatasetManifest
 from ..validate import LabelError, Problem, ProblemKind, RawBox
-from .tree import OutputTree
+from .tree import OutputTree, read_json_file
 from .yolo_folder import export_stems
 
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
@@ -85,12 +85,7 @@ def _boxes(found: list[tuple[str, dict, str]], classes: list[str], error: LabelE
 def load(json_path: Path, images_dir: Path | None = None, doc: list | None = None) -> SourceDataset:
     json_path = Path(json_path)
     if doc is None:
-        try:
-            doc = json.loads(json_path.read_text(encoding="utf-8-sig"))
-        except FileNotFoundError:
-            raise NotFoundError(f"not found: {json_path}") from None
-        except ValueError as exc:
-            raise ValidationError(f"{json_path}: not valid JSON ({exc})") from None
+        doc = read_json_file(json_path)
     if not is_labelstudio(doc):
         raise ValidationError(f"{json_path}: not a Label Studio export (a list of tasks with 'data')")
 

@@ -17,10 +17,22 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from ...errors import ValidationError
+from ...errors import NotFoundError, ValidationError
 from ...store import Store
 
 IMAGE_EXTS = {"jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "mpo"}
+
+
+def read_json_file(path: Path):
+    """Parse a JSON document (BOM tolerated) with one-line errors for missing or invalid files."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise NotFoundError(f"not found: {path}") from None
+    except ValueError as exc:
+        raise ValidationError(f"{path}: not valid JSON ({exc})") from None
 
 
 def is_image_name(path: str) -> bool:
