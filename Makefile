@@ -1,9 +1,11 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
 # Each creates .venv when missing and installs the package with what it needs.
+# constraints.txt pins the versions tested together (pip's resolver otherwise backtracks for
+# minutes between boto3 and aiobotocore releases); pyproject.toml keeps the lower bounds.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 .PHONY: demo test install labelstudio bench clean
 
@@ -11,8 +13,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install -e '.[all]'
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PY) -m pip install -c constraints.txt -e '.[all]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
