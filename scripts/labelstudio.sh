@@ -12,7 +12,7 @@ case "${1:-}" in
     echo "installing label-studio $LS_VERSION into $LS_VENV (a few minutes, once)"
     python3 -m venv "$LS_VENV"
     "$LS_VENV/bin/pip" install -q --upgrade pip
-    "$LS_VENV/bin/pip" install -q "label-studio==$LS_VERSION"
+    "$LS_VENV/bin/pip" install -q -c scripts/labelstudio-constraints.txt "label-studio==$LS_VERSION"
     ;;
   start)
     port=$2; data=$3; user=$4; password=$5; token=$6
