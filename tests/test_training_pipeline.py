@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import RPS, VISIONLOOP, run_cli
@@ -128,8 +129,11 @@ def test_registered_onnx_matches_pytorch(shapes_home, tmp_path):
         assert json.loads(meta["classes"]) == r.classes == ["circle", "square", "triangle"]
         assert meta["task"] == "detect" and meta["stride"] == "32" and meta["dataset"] == "shapes@1"
         sess = ort.InferenceSession(str(r.onnx_path), providers=["CPUExecutionProvider"])
-        assert sess.get_inputs()[0].shape == [1, 3, 160, 160]
-        assert sess.get_outputs()[0].shape[:2] == [1, 4 + 3]
+        # dynamic batch and size: the server letterboxes to the smallest stride-aligned rectangle
+        assert sess.get_inputs()[0].shape[1] == 3
+        assert all(isinstance(d, str) for d in sess.get_inputs()[0].shape[2:])
+        out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, 96, 160), np.float32)})[0]
+        assert out.shape[:2] == (1, 4 + 3)
 
         best = Path(registry.client().download_artifacts(r.run_id, "weights/best.pt", str(tmp_path)))
         manifest = Catalog(open_store()).load("shapes@1")

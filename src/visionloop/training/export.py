@@ -34,7 +34,6 @@ class ExportResult:
     onnx_path: Path
     opset: int
     metadata: dict[str, str]
-    input_shape: list[int]
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,10 @@ def write_metadata(onnx_path: Path, extra: dict[str, str]) -> dict[str, str]:
 
 
 def export_onnx(best_pt: Path, imgsz: int, out_path: Path, extra_metadata: dict[str, str] | None = None) -> ExportResult:
-    """Export ``best_pt`` to ``out_path`` (static 1x3xSxS, simplified) with full metadata.
+    """Export ``best_pt`` to ``out_path`` (dynamic batch and size, simplified) with full metadata.
+
+    A dynamic input lets the server letterbox a 16:9 image to 640x384 instead of 640x640, as
+    ultralytics does for PyTorch models: ~1.5x less compute per image (bench/serve_bench.py).
 
     ultralytics writes ``names``, ``imgsz``, ``stride``, ``task``, ``batch`` (as Python reprs);
     we add ``classes`` as a JSON list (no eval needed to read it) plus ``extra_metadata``.
@@ -94,7 +96,7 @@ def export_onnx(best_pt: Path, imgsz: int, out_path: Path, extra_metadata: dict[
     model = YOLO(str(best_pt))
     try:
         produced = Path(model.export(format="onnx", imgsz=imgsz, simplify=True, opset=ONNX_OPSET,
-                                     dynamic=False, device="cpu"))
+                                     dynamic=True, device="cpu"))
     except Exception as exc:
         raise VisionloopError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +108,7 @@ def export_onnx(best_pt: Path, imgsz: int, out_path: Path, extra_metadata: dict[
     missing = [k for k in ("names", "imgsz", "stride", "task", "classes") if k not in meta]
     if missing:
         raise VisionloopError(f"exported ONNX lacks metadata {missing}")
-    return ExportResult(out_path, ONNX_OPSET, meta, [1, 3, imgsz, imgsz])
+    return ExportResult(out_path, ONNX_OPSET, meta)
 
 
 # -- parity -------------------------------------------------------------------------------------
