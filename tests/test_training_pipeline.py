@@ -259,27 +259,12 @@ def test_ctrl_c_marks_run_killed(shapes_home):
         assert "interrupted" not in [m.name for m in registry.list_models()]
 
 
-def _rps_subset(dst: Path, train: int = 48, valid: int = 12) -> Path:
-    """The real RPS export cut down (symlinks, same layout and data.yaml): a CPU epoch stays short."""
-    for split, n in (("train", train), ("valid", valid), ("test", None)):
-        (dst / split / "images").mkdir(parents=True)
-        (dst / split / "labels").mkdir(parents=True)
-        for img in sorted((RPS / split / "images").iterdir())[:n]:
-            (dst / split / "images" / img.name).symlink_to(img)
-            label = RPS / split / "labels" / f"{img.stem}.txt"
-            if label.exists():
-                (dst / split / "labels" / label.name).symlink_to(label)
-    (dst / "data.yaml").write_text((RPS / "data.yaml").read_text())
-    return dst
-
-
 def test_rps_folder_imported_on_the_fly_at_320(tmp_path):
-    """Real rock-paper-scissors images, imported by `train --data PATH`, one epoch at 320."""
+    """The whole rock-paper-scissors export (read in place), imported by `train --data PATH`, one epoch at 320."""
     from visionloop import registry
 
     home = tmp_path / "home"
-    src = _rps_subset(tmp_path / "rps-export")
-    res = run_cli("train", "--data", str(src), "--model", "yolo11n.yaml", "--epochs", "1", "--imgsz", "320",
+    res = run_cli("train", "--data", str(RPS), "--model", "yolo11n.yaml", "--epochs", "1", "--imgsz", "320",
                   "--device", "cpu", "--name", "rps", env=_env(home), cwd=tmp_path, timeout=900)
     assert res.returncode == 0, res.stderr
     assert "imported" in res.stderr and "rps@1" in res.stderr
