@@ -74,18 +74,13 @@ def tiny_model(tmp_path_factory) -> TinyModel:
     """yolo11n trained from scratch for a few epochs on generated shapes, exported to ONNX."""
     from ultralytics import YOLO
 
-    from visionloop.datasets import images, synthetic
-    from visionloop.datasets.catalog import Catalog, DraftImage
+    from visionloop.datasets import synthetic
     from visionloop.datasets.materialize import materialize
     from visionloop.store import Store
 
     base = tmp_path_factory.mktemp("tiny-model")
     store = Store(str(base / "store"))
-    drafts = []
-    for s in synthetic.generate(80, seed=7, size=160):
-        p = images.prepare(s.data)
-        drafts.append(DraftImage(store.put_blob(p.data), p.ext, p.width, p.height, s.boxes, source=s.name))
-    manifest = Catalog(store).commit("tiny", synthetic.CLASSES, drafts).manifest
+    manifest = synthetic.commit_generated(store, "tiny", 80, seed=7, size=160)
     data_yaml = materialize(store, manifest, base / "cache")
     model = YOLO("yolo11n.yaml")
     model.train(data=str(data_yaml), epochs=3, imgsz=160, device="cpu", batch=16, workers=0,

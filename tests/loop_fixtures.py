@@ -4,12 +4,13 @@ generated dataset, real training through the pipeline, and a real server process
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from visionloop.datasets import images, synthetic
-from visionloop.datasets.catalog import Catalog, DraftImage
-from visionloop.demo import ServerProcess
+import serving_helpers
+
+from visionloop.datasets import synthetic
 
 IMGSZ = 96
 
@@ -39,29 +40,34 @@ def isolated_home(path: Path):
 def make_dataset(name: str, n: int, seed: int, size: int = IMGSZ):
     from visionloop.store import open_store
 
-    store = open_store()
-    drafts = []
-    for s in synthetic.generate(n, seed=seed, size=size):
-        p = images.prepare(s.data)
-        drafts.append(DraftImage(store.put_blob(p.data), p.ext, p.width, p.height, s.boxes, source=s.name))
-    return Catalog(store).commit(name, synthetic.CLASSES, drafts).manifest
+    return synthetic.commit_generated(open_store(), name, n, seed=seed, size=size)
 
 
 def train(data: str, name: str, epochs: int, seed: int = 0, batch: int = 8) -> str:
     """The real pipeline (train, export, parity, evaluate, register); returns the version."""
-    from rich.console import Console
-
     from visionloop.training.config import build_config
+    from visionloop.training.events import NullEvents
     from visionloop.training.pipeline import run_pipeline
 
     cfg = build_config({}, {"data": data, "name": name, "model": "yolo11n.yaml", "epochs": epochs, "imgsz": IMGSZ,
                             "device": "cpu", "batch": batch, "seed": seed})
-    return run_pipeline(cfg, Console(stderr=True, quiet=True)).version
+    return run_pipeline(cfg, NullEvents()).version
 
 
-class Server(ServerProcess):
-    """The demo's server process helper, started and ready."""
+class Server(serving_helpers.Server):
+    """``visionloop serve ARGS`` (models given in ARGS), started and ready; answers which version
+    it serves."""
 
     def __init__(self, args: list[str], log: Path):
-        super().__init__(args, log)
-        self.wait_ready(120)
+        super().__init__([], log.parent, *args)
+
+    def version(self, model: str) -> str | None:
+        return next((m.get("version") for m in self.client.get("/v1/models").json()["models"] if m["name"] == model),
+                    None)
+
+    def wait_version(self, model: str, version: str, timeout: float = 60) -> str | None:
+        """Poll until the server answers with ``version`` (a hot swap) or the time is up."""
+        deadline = time.monotonic() + timeout
+        while (got := self.version(model)) != version and time.monotonic() < deadline:
+            time.sleep(0.3)
+        return got

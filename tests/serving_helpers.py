@@ -26,7 +26,7 @@ def free_port() -> int:
 class Server:
     """``python -m visionloop serve ...`` on a free port; ``url``, ``client``, ``stop()``."""
 
-    def __init__(self, models: list[str], tmp: Path, *args: str, env: dict | None = None, wait_ready: bool = True):
+    def __init__(self, models: list[str], tmp: Path, *args: str, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"server-{self.port}.log"
@@ -39,8 +39,7 @@ class Server:
         self.client = httpx.Client(base_url=self.url, timeout=60)
         try:
             self.wait("/health")
-            if wait_ready:
-                self.wait("/ready")
+            self.wait("/ready")
         except BaseException:
             self.stop()  # never leave a server behind when start-up fails
             raise
@@ -111,6 +110,11 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def as_rows(detections: list[dict]) -> np.ndarray:
     return np.array([[d["box"]["x1"], d["box"]["y1"], d["box"]["x2"], d["box"]["y2"], d["confidence"], d["class_id"]]
                      for d in detections], dtype=np.float64).reshape(-1, 6)
+
+
+def det_rows(dets) -> np.ndarray:
+    """``predictions.Detections`` → ``(n, 6)`` float64 rows x1, y1, x2, y2, confidence, class_id."""
+    return np.column_stack([dets.xyxy, dets.conf, dets.cls]).astype(np.float64).reshape(-1, 6)
 
 
 def assert_parity(server: np.ndarray, reference: np.ndarray, min_iou: float = 0.99, conf_tol: float = 0.01) -> None:

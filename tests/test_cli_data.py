@@ -95,3 +95,61 @@ def test_data_help_does_not_import_heavy_libraries():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "import" in r.stdout and "synth" in r.stdout and "export" in r.stdout
     assert "HEAVY []" in r.stdout
+
+
+def test_read_commands_print_exactly_one_json_document(vl_home, cli, tmp_path):
+    assert json.loads(cli("data", "list", "--json").stdout) == []
+    assert cli("data", "synth", "--name", "shapes", "--images", "12", "--seed", "5", "--size", "96").returncode == 0
+    z = make_zip(tmp_path / "more.zip", yolo_files(4, classes="hexagon\nsquare\ncircle", seed=9))
+    assert cli("data", "import", str(z), "--name", "shapes", "--add").returncode == 0
+    store = Store(str(vl_home / "store"))
+    m1, m2 = Catalog(store).load("shapes@1"), Catalog(store).load("shapes@2")
+
+    listed = json.loads(cli("data", "list", "--json").stdout)
+    assert listed == [{"name": "shapes", "versions": [1, 2], "latest": "shapes@2", "images": 16,
+                       "splits": m2.split_counts(), "classes": ["circle", "square", "triangle", "hexagon"]}]
+
+    show = json.loads(cli("data", "show", "shapes@1", "--json").stdout)
+    assert (show["ref"], show["parent"], show["classes"]) == ("shapes@1", None, m1.classes)
+    assert {s: show["splits"][s]["images"] for s in ("train", "val", "test")} == m1.split_counts()
+    assert {s: show["splits"][s]["boxes"] for s in ("train", "val", "test")} == {
+        s: {c: m1.box_counts().get(s, {}).get(c, 0) for c in m1.classes} for s in ("train", "val", "test")}
+    assert show["total"]["images"] == 12 and show["total"]["background"] == 0
+    assert sum(show["total"]["boxes"].values()) == sum(len(i.boxes) for i in m1.images)
+
+    d = json.loads(cli("data", "diff", "shapes@1", "shapes@2", "--json", "--limit", "1").stdout)
+    assert (d["old"], d["new"], d["unchanged"]) == ("shapes@1", "shapes@2", False)
+    assert sorted(i["sha256"] for i in d["added"]) == sorted({i.sha256 for i in m2.images} - {i.sha256 for i in m1.images})
+    assert d["removed"] == [] and d["relabeled"] == [] and d["classes_added"] == ["hexagon"]
+    assert json.loads(cli("data", "diff", "shapes@2", "shapes@2", "--json").stdout)["unchanged"] is True
+
+    from visionloop.feedback.inbox import CaptureRecord, write_capture
+
+    assert json.loads(cli("data", "inbox", "--json").stdout) == []
+    img = m1.images[0]
+    rec = CaptureRecord(model="shapes", version="1", reason="flagged", image_sha256=img.sha256, ext=img.ext,
+                        width=img.width, height=img.height)
+    write_capture(store, rec, store.get_blob(img.sha256))
+    inbox = json.loads(cli("data", "inbox", "--model", "shapes", "--json").stdout)
+    assert [(r["id"], r["reason"], r["image_sha256"]) for r in inbox] == [(rec.id, "flagged", img.sha256)]
+
+
+@pytest.mark.parametrize("args, usage, message", [
+    (["data", "list", "--nope"], "Usage: visionloop data list [OPTIONS]", "No such option: --nope"),
+    (["nope"], "Usage: visionloop [OPTIONS] COMMAND [ARGS]...", "No such command 'nope'."),
+    (["data", "show"], "Usage: visionloop data show [OPTIONS]", "Missing argument 'NAME@VERSION'."),
+    (["data", "synth", "--name", "x", "--images", "zero"], "Usage: visionloop data synth [OPTIONS]",
+     "Invalid value for '--images'"),
+])
+def test_usage_errors_keep_the_usage_message_and_exit_2(vl_home, cli, args, usage, message):
+    r = cli(*args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(usage) and message in r.stderr
+    assert "error:" not in r.stderr and "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_debug_shows_the_traceback(vl_home, cli):
+    quiet, loud = cli("data", "show", "nope@1"), cli("--debug", "data", "show", "nope@1")
+    assert quiet.returncode == loud.returncode == 1
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback" in loud.stderr and "NotFoundError: dataset 'nope' does not exist" in loud.stderr

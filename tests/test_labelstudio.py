@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -17,23 +16,19 @@ import httpx
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
+from serving_helpers import free_port
 
 from visionloop.datasets import images, synthetic
 from visionloop.datasets.catalog import Catalog, DraftImage
-from visionloop.datasets.manifest import Box
+from visionloop.datasets.manifest import YoloBox
 from visionloop.datasets.split import assign_split
 from visionloop.feedback import labelstudio as lsmod
-from visionloop.feedback.inbox import CapturedDetection, CaptureRecord, write_capture
+from visionloop.feedback.inbox import CaptureRecord, list_captures, write_capture
+from visionloop.predictions import Detection, PixelBox
 from visionloop.store import open_store, sha256_bytes
 
 TOKEN = "vl-test-token-0123456789abcdef"
 USER, PASSWORD = "annotator@example.com", "vl-test-password-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +37,7 @@ def label_studio(tmp_path_factory):
     script = ROOT / "scripts" / "labelstudio.sh"
     if not (ROOT / ".ls-venv" / "bin" / "label-studio").exists():
         pytest.fail("Label Studio is not installed: run `make labelstudio` (scripts/labelstudio.sh install)")
-    port = _free_port()
+    port = free_port()
     data = tmp_path_factory.mktemp("ls-data")
     log = open(data / "server.log", "wb")
     proc = subprocess.Popen(["bash", str(script), "start", str(port), str(data), USER, PASSWORD, TOKEN],
@@ -85,7 +80,7 @@ def _make_dataset(n: int = 12) -> None:
     Catalog(store).commit("shapes", synthetic.CLASSES, drafts)
 
 
-def _capture(n: int, seed: int) -> dict[str, tuple[CaptureRecord, list[Box]]]:
+def _capture(n: int, seed: int) -> dict[str, tuple[CaptureRecord, list[YoloBox]]]:
     """Captures as a server would write them; predictions = ground truth shifted a little."""
     store = open_store()
     out = {}
@@ -94,8 +89,8 @@ def _capture(n: int, seed: int) -> dict[str, tuple[CaptureRecord, list[Box]]]:
         dets = []
         for b in s.boxes:
             x1, y1, x2, y2 = b.to_xyxy(p.width, p.height)
-            dets.append(CapturedDetection(class_id=b.class_id, class_name=synthetic.CLASSES[b.class_id],
-                                          confidence=0.4, x1=x1 + 2, y1=y1, x2=x2, y2=y2 - 2))
+            dets.append(Detection(class_id=b.class_id, class_name=synthetic.CLASSES[b.class_id], confidence=0.4,
+                                  box=PixelBox(x1=x1 + 2, y1=y1, x2=x2, y2=y2 - 2)))
         rec = CaptureRecord(model="m", version="1", reason="low-confidence", image_sha256=sha256_bytes(p.data),
                             ext=p.ext, width=p.width, height=p.height, classes=list(synthetic.CLASSES), detections=dets)
         write_capture(store, rec, p.data)
@@ -103,7 +98,7 @@ def _capture(n: int, seed: int) -> dict[str, tuple[CaptureRecord, list[Box]]]:
     return out
 
 
-def _gt_result(boxes: list[Box], names: list[str], w: int, h: int) -> list[dict]:
+def _gt_result(boxes: list[YoloBox], names: list[str], w: int, h: int) -> list[dict]:
     """What the LS editor sends when an annotator draws these boxes."""
     res = []
     for b in boxes:
@@ -143,11 +138,29 @@ def test_result_to_boxes_plain_rotated_and_by_name():
 
 
 def test_detections_round_trip_through_percent():
-    d = CapturedDetection(class_id=1, class_name="square", confidence=0.5, x1=16, y1=8, x2=48, y2=40)
+    d = Detection(class_id=1, class_name="square", confidence=0.5, box=PixelBox(x1=16, y1=8, x2=48, y2=40))
     (r,) = lsmod.detections_to_result([d], 64, 48)
+    assert r["value"]["x"] == pytest.approx(25) and r["value"]["height"] == pytest.approx(200 / 3)
     boxes, names = lsmod.result_to_boxes([r], 64, 48)
     assert names == ["square"]
     assert boxes[0].to_xyxy(64, 48) == pytest.approx((16, 8, 48, 40))
+
+
+def test_capture_records_with_flat_boxes_still_load(vl_home):
+    """Records written before the box was nested (x1..y2 beside class_id) load as the one Detection type."""
+    store = open_store()
+    old = {"id": "old1", "created_at": "2024-01-01T00:00:00+00:00", "model": "m", "version": "1",
+           "reason": "low-confidence", "image_sha256": "0" * 64, "ext": "png", "width": 64, "height": 48,
+           "classes": ["circle", "square"], "note": "",
+           "detections": [{"class_id": 1, "class_name": "square", "confidence": 0.5,
+                           "x1": 16, "y1": 8, "x2": 48, "y2": 40}]}
+    store.write_bytes("inbox/m/old1.json", json.dumps(old).encode())
+    (rec,) = list_captures(store, "m")
+    (d,) = rec.detections
+    assert isinstance(d, Detection) and d.box == PixelBox(x1=16, y1=8, x2=48, y2=40)
+    assert json.loads(rec.model_dump_json())["detections"][0]["box"] == {"x1": 16, "y1": 8, "x2": 48, "y2": 40}
+    (r,) = lsmod.detections_to_result(rec.detections, rec.width, rec.height)
+    assert r["value"]["width"] == pytest.approx(50)
 
 
 def test_labeling_config_escapes_names():
@@ -242,7 +255,7 @@ def test_bad_token_unreachable_and_unknown_class(label_studio, vl_home):
     assert "wrong-token-xyz" not in bad.stdout + bad.stderr
     assert lsmod.LabelStudio(url, lsmod.resolve_token(TOKEN)).find_project("shapes-bad") is None
 
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     down = run_cli("label", "pull", "--url", f"http://127.0.0.1:{port}", "--project", "x-y-z", "--data", "shapes",
                    env={"LABEL_STUDIO_API_KEY": TOKEN})
     assert down.returncode != 0

@@ -14,7 +14,8 @@ from loop_fixtures import isolated_home, make_dataset, train
 from visionloop import registry
 from visionloop.datasets import images, synthetic
 from visionloop.datasets.catalog import Catalog
-from visionloop.feedback.inbox import CapturedDetection, CaptureRecord, write_capture
+from visionloop.feedback.inbox import CaptureRecord, write_capture
+from visionloop.predictions import Detection, PixelBox
 from visionloop.store import open_store, sha256_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # real trainings on a busy CPU can be slow
@@ -38,8 +39,8 @@ def _labeled_captures(n: int, seed: int) -> list[str]:
         p = images.prepare(s.data)
         rec = CaptureRecord(model="loopm", version="1", reason="no-detection", image_sha256=sha256_bytes(p.data),
                             ext=p.ext, width=p.width, height=p.height, classes=list(synthetic.CLASSES),
-                            detections=[CapturedDetection(class_id=0, class_name="circle", confidence=0.3,
-                                                          x1=1, y1=1, x2=20, y2=20)],
+                            detections=[Detection(class_id=0, class_name="circle", confidence=0.3,
+                                                  box=PixelBox(x1=1, y1=1, x2=20, y2=20))],
                             labels=s.boxes)
         write_capture(store, rec, p.data)
         shas.append(rec.image_sha256)

@@ -35,7 +35,7 @@ def vl(models, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "visionloop", *args], capture_output=True, text=True, env=env, timeout=600)
 
 
-def test_compare_prints_table_and_json(models):
+def test_compare_prints_table_and_json(models, monkeypatch):
     r = vl(models, "models", "compare", "shapes/1", "shapes/2", "--data", models["data"])
     assert r.returncode == 0, r.stderr
     for needle in ("mAP50", "mAP50-95", "precision", "recall", "AP50-95 circle", "AP50-95 square",
@@ -48,10 +48,21 @@ def test_compare_prints_table_and_json(models):
     rows = {r["metric"]: r for r in body["rows"]}
     assert rows["mAP50-95"]["b"] > rows["mAP50-95"]["a"]  # 10 epochs beat 1 on the same images
     assert rows["mAP50-95"]["change"] == pytest.approx(rows["mAP50-95"]["b"] - rows["mAP50-95"]["a"])
-    with isolated_home(models["home"]):  # the numbers are the evaluation's own
+    # the numbers are the evaluation's own: training evaluated the same ONNX on the same split
+    # independently (its card), and the CLI's evaluation is cached: reading it again evaluates nothing
+    from visionloop.training import evaluate
+
+    calls = []
+    real = evaluate.evaluate_model
+    monkeypatch.setattr(evaluate, "evaluate_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with isolated_home(models["home"]):
+        trained = registry.get_card("shapes/2").eval
         ev = promotion.evaluate_cached(registry.resolve_model("shapes/2"),
                                        promotion.Catalog(promotion.open_store()).load(models["data"]), "test")
-    assert ev.map50_95 == pytest.approx(rows["mAP50-95"]["b"])
+    assert calls == []
+    assert trained is not None and trained.split == "test" and trained.images == body["images"]
+    assert rows["mAP50-95"]["b"] == pytest.approx(trained.map50_95) == ev.map50_95
+    assert rows["mAP50"]["b"] == pytest.approx(trained.map50)
 
     bad = vl(models, "models", "compare", "shapes/1", "shapes/9")
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "no version 9" in bad.stderr
@@ -84,15 +95,19 @@ def test_gate_promote_force_rollback_and_a_watching_server_follows(models, tmp_p
         assert server.wait_version("shapes", "3") == "3"
 
         back = vl(models, "models", "rollback", "shapes")
-        assert back.returncode == 0, back.stderr and "3 -> 2" in back.stdout
+        assert back.returncode == 0, back.stderr
+        assert "3 -> 2" in back.stdout
         assert server.wait_version("shapes", "2") == "2"
         back = vl(models, "models", "rollback", "shapes")
-        assert back.returncode == 0 and "2 -> 1" in back.stdout
+        assert back.returncode == 0, back.stderr
+        assert "2 -> 1" in back.stdout
         assert server.wait_version("shapes", "1") == "1"
         none_left = vl(models, "models", "rollback", "shapes")
         assert none_left.returncode != 0 and "no previous champion" in none_left.stderr
         with isolated_home(models["home"]):
             assert registry.get_alias("shapes", "champion") == "1"
+            assert promotion.champion_history("shapes") == ["1"]
+            assert promotion.ROLLED_BACK_TAG in registry.get_version("shapes", "3").tags
     finally:
         server.stop()
 

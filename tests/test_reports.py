@@ -12,7 +12,7 @@ from visionloop.datasets import images, synthetic
 from visionloop.datasets.catalog import Catalog, DraftImage
 from visionloop.promotion import Comparison, Gate, comparison_rows, decide
 from visionloop.store import open_store
-from visionloop.training.evaluate import ClassAP, EvalResult
+from visionloop.evaluation import ClassAP, EvalResult
 
 
 def _eval(map50_95: float, per_class: dict[str, float]) -> EvalResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from serving_helpers import TOKEN, Server, as_rows, assert_parity, constant_model
+from serving_helpers import TOKEN, Server, as_rows, assert_parity, constant_model, det_rows
 
 PARITY_CONF = 0.001  # the tiny model is barely trained: its confidences are low
 
@@ -100,8 +101,8 @@ def test_models_health_docs(server, tiny_model):
     assert models["default"] == "shapes" and m["state"] == "ready" and m["classes"] == tiny_model.classes
     assert m["input_size"] == [160, 160] and m["task"] == "detect" and m["last_error"] is None
     spec = server.client.get("/openapi.json").json()
-    for schema in ("Prediction", "Detection", "ModelsResponse", "ErrorResponse", "ReloadResponse", "FeedbackResponse",
-                   "BatchResponse", "CompareResponse"):
+    for schema in ("Prediction", "Detection", "PixelBox", "ModelsResponse", "ErrorResponse", "ReloadResponse",
+                   "FeedbackResponse", "BatchResponse", "CompareResponse"):
         assert schema in spec["components"]["schemas"]
     body = lambda path: spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]  # noqa: E731
     assert {"version", "path"} <= set(body("/v1/models/{name}/reload")["properties"])
@@ -193,7 +194,6 @@ def test_captures_land_in_the_inbox_and_feedback_is_flagged(server, tiny_model, 
     rec_id = fb.json()["id"]
     assert server.client.post("/v1/feedback", json={"image": "!!"}).status_code == 400
     assert server.client.post("/v1/feedback", json={"model": "ghost", "image": "aGk="}).status_code == 404
-    import time
 
     from visionloop.feedback.inbox import list_captures
     from visionloop.store import Store
@@ -228,8 +228,6 @@ def test_failing_store_never_fails_predictions(tiny_model, tmp_path):
         for _ in range(4):
             r = srv.client.post(f"/v1/models/{tiny_model.onnx.stem}/predict", files={"file": ("a.jpg", data)})
             assert r.status_code == 200
-        import time
-
         deadline = time.monotonic() + 15
         while srv.metric("visionloop_captures_dropped_total", why="store_error") < 4 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -239,29 +237,50 @@ def test_failing_store_never_fails_predictions(tiny_model, tmp_path):
         srv.stop()
 
 
-def test_ready_is_503_until_models_are_loaded(tiny_model, tmp_path):
-    hold = tmp_path / "hold"
-    hold.write_text("loading is held while this file exists")
-    srv = Server([str(tiny_model.onnx)], tmp_path, env={"VISIONLOOP_SERVE_HOLD_FILE": str(hold)}, wait_ready=False)
-    try:
-        r = srv.client.get("/ready")
-        assert r.status_code == 503 and r.headers["retry-after"] and r.json()["error"]["code"] == "not_ready"
-        assert srv.client.get("/health").status_code == 200
-        assert srv.client.get("/v1/models").json()["models"][0]["state"] == "loading"
-        p = srv.client.post(f"/v1/models/{tiny_model.onnx.stem}/predict",
-                            files={"file": ("a.jpg", tiny_model.test_images[0].read_bytes())})
-        assert p.status_code == 503 and "retry-after" in p.headers
-        hold.unlink()
-        srv.wait("/ready", timeout=60)
-        assert srv.client.get("/v1/models").json()["models"][0]["state"] == "ready"
-    finally:
-        srv.stop()
+def test_ready_is_503_until_models_are_loaded(tiny_model, vl_home, monkeypatch):
+    """A model source that is slow to resolve (a registry or store answering late): the app answers
+    /health at once, /ready and predict say 503 + Retry-After until the model is loaded, then 200."""
+    import threading
+
+    from starlette.testclient import TestClient
+
+    from visionloop.serving import manager
+    from visionloop.serving.app import create_app
+    from visionloop.serving.config import ServeConfig
+
+    asked, release, real = threading.Event(), threading.Event(), manager.resolve
+
+    def slow_resolve(spec, *args):
+        asked.set()
+        assert release.wait(60), "the test never released the source"
+        return real(spec, *args)
+
+    monkeypatch.setattr(manager, "resolve", slow_resolve)
+    name = tiny_model.onnx.stem
+    with TestClient(create_app(ServeConfig(models=[str(tiny_model.onnx)]))) as c:
+        try:
+            assert asked.wait(30), "the loader never asked for the model"
+            r = c.get("/ready")
+            assert r.status_code == 503 and r.headers["retry-after"] and r.json()["error"]["code"] == "not_ready"
+            assert name in r.json()["error"]["message"] and "loading" in r.json()["error"]["message"]
+            assert c.get("/health").status_code == 200
+            assert c.get("/v1/models").json()["models"][0]["state"] == "loading"
+            p = c.post(f"/v1/models/{name}/predict", files={"file": ("a.jpg", tiny_model.test_images[0].read_bytes())})
+            assert p.status_code == 503 and "retry-after" in p.headers and p.json()["error"]["code"] == "not_ready"
+        finally:
+            release.set()
+        deadline = time.monotonic() + 60
+        while c.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.get("/ready").json() == {"ready": True, "models": {name: "ready"}}
+        p = c.post(f"/v1/models/{name}/predict", files={"file": ("a.jpg", tiny_model.test_images[0].read_bytes())})
+        assert p.status_code == 200 and p.json()["version"].startswith("file:")
 
 
 def test_cli_refuses_missing_models_and_bad_options_with_one_line(tmp_path, vl_home):
     for args, words in [(["--model", str(tmp_path / "missing.onnx")], "not found"),
                         (["--model", "nothere@champion"], "nothere"),
-                        (["--model", "what is this?"], "not a model source"),
+                        (["--model", "what is this?"], "'what is this?'"),  # the message names the bad value
                         (["--model", str(tmp_path / "m.onnx"), "--capture", "sometimes"], "--capture")]:
         r = run_cli("serve", *args, "--port", "1")
         assert r.returncode != 0 and words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
@@ -296,7 +315,7 @@ def test_dynamic_shape_export_matches_ultralytics_rect_inference(tiny_model, odd
         res = model.predict(decode_image(path.read_bytes()), PredictParams(conf=PARITY_CONF))
         r = YOLO(str(onnx), task="detect").predict(str(path), conf=PARITY_CONF, imgsz=160, verbose=False)[0]
         ref = np.concatenate([r.boxes.xyxy.numpy(), r.boxes.conf.numpy()[:, None], r.boxes.cls.numpy()[:, None]], 1)
-        assert_parity(res.detections.astype(np.float64), ref)
+        assert_parity(det_rows(res.detections), ref)
 
 
 def test_classification_model_serves_top_k(tmp_path):

@@ -89,7 +89,8 @@ def _register_two_versions(tiny_model, tmp_path) -> None:
     c = registry.client()
     for i, path in enumerate([tiny_model.onnx, second_version(tiny_model.onnx, tmp_path / "v2.onnx")]):
         run = c.create_run(experiment_id="0")  # one run per version: each holds its own model/model.onnx
-        registry.register_version("shapes", run.info.run_id, path, {registry.TAG_TASK: "detect"}, f"v{i + 1}")
+        card = registry.ModelCard(task="detect", classes=tiny_model.classes, imgsz=tiny_model.imgsz)
+        registry.register_version("shapes", run.info.run_id, path, card, description=f"v{i + 1}")
     assert registry.get_alias("shapes", "champion") == "1"
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from serving_helpers import constant_model as _constant_model
-from serving_helpers import jpeg_bytes
+from serving_helpers import det_rows, jpeg_bytes
 from visionloop.serving import postprocess, preprocess
 from visionloop.serving.capture import CapturePolicy, capture_reason, parse_range
 from visionloop.serving.errors import ApiError
@@ -120,8 +120,8 @@ def test_end2end_onnx_model_scales_to_original_pixels(tmp_path):
     assert model.info.end2end and model.info.classes == ["cat", "dog"]
     img = preprocess.decode_array(np.zeros((64, 128, 3), np.uint8))  # scaled by 0.5, padded 16 px top/bottom
     res = model.predict(img, PredictParams(conf=0.25))
-    assert res.detections.shape == (1, 6)
-    np.testing.assert_allclose(res.detections[0], [32, 16, 96, 48, 0.9, 1], atol=1e-4)
+    assert len(res.detections) == 1 and res.detections.cls.tolist() == [1]
+    np.testing.assert_allclose(det_rows(res.detections)[0], [32, 16, 96, 48, 0.9, 1], atol=1e-4)
 
 
 def test_classification_onnx_model_returns_top_k(tmp_path):
@@ -228,10 +228,11 @@ def test_inference_pool_refuses_with_503_when_full():
 
 
 def test_annotate_draws_boxes_and_top_k():
+    from visionloop.predictions import Detections
     from visionloop.serving.annotate import annotate
 
     rgb = np.full((120, 200, 3), 255, np.uint8)
-    dets = np.array([[20, 30, 120, 100, 0.87, 1]], np.float32)
+    dets = Detections.from_rows(np.array([[20, 30, 120, 100, 0.87, 1]], np.float32))
     boxed = np.asarray(Image.open(io.BytesIO(annotate(rgb, dets, ["a", "b"]))).convert("RGB"), dtype=int)
     assert boxed.shape == rgb.shape
     assert np.abs(boxed[65, 20] - 255).max() > 60  # the box's left edge is drawn
@@ -260,3 +261,58 @@ def test_decode_gives_the_pixels_ultralytics_reads_with_opencv():
         ref = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
         assert ours.shape == ref.shape
         assert np.array_equal(ours, ref)
+
+
+def test_every_error_leaves_as_one_json_shape():
+    """install_handlers: domain, API, validation, routing errors and bugs all become {"error": {code, message}}."""
+    from fastapi import FastAPI, Query
+    from starlette.testclient import TestClient
+
+    from visionloop.errors import NotFoundError, VisionloopError
+    from visionloop.serving.errors import install_handlers, overloaded
+
+    app = FastAPI()
+    install_handlers(app)
+
+    @app.get("/raise/{what}")
+    async def boom(what: str, n: int = Query(1, ge=1)):
+        raise {"missing": NotFoundError("no such thing"), "conflict": VisionloopError("busy elsewhere"),
+               "busy": overloaded("queue full"), "bug": RuntimeError("secret detail")}[what]
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        cases = {"/raise/missing": (404, "not_found"), "/raise/conflict": (409, "conflict"),
+                 "/raise/busy": (503, "overloaded"), "/raise/bug": (500, "internal"),
+                 "/raise/busy?n=0": (422, "bad_parameter"), "/nowhere": (404, "not_found")}
+        for path, (status, code) in cases.items():
+            r = c.get(path)
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), (path, r.text)
+            assert set(r.json()["error"]) == {"code", "message"}
+        assert c.get("/raise/busy").headers["retry-after"] == "1"
+        assert "secret detail" not in c.get("/raise/bug").text
+        assert "n:" in c.get("/raise/busy?n=0").json()["error"]["message"]
+        assert c.post("/raise/busy").json()["error"]["code"] == "method_not_allowed"
+
+
+def test_encode_keeps_the_wire_json():
+    """DESIGN.md "HTTP API": pixels to 2 decimals, confidences to 5, nested box, no empty fields."""
+    import json
+    import time
+    from types import SimpleNamespace
+
+    from visionloop.predictions import Detections
+    from visionloop.serving.manager import LoadedModel
+    from visionloop.serving.pipeline import encode
+    from visionloop.serving.runtime import RawPrediction
+
+    info = SimpleNamespace(classes=["a", "b"], task="detect")
+    loaded = LoadedModel("m", "5", SimpleNamespace(info=info), None, "now")
+    rows = np.array([[1.23456, 2.0, 30.5049, 40.0, 0.123456789, 1], [0, 0, 1, 1, 0.5, 7]], np.float32)
+    raw = RawPrediction(64, 48, Detections.from_rows(rows), None,
+                        {"preprocess": 1.0, "inference": 2.0, "postprocess": 0.5})
+    doc = json.loads(encode(loaded, raw, 0.25, time.perf_counter()).model_dump_json(exclude_none=True))
+    assert set(doc) == {"model", "version", "task", "image", "detections", "timing_ms"}
+    assert (doc["model"], doc["version"], doc["image"]) == ("m", "5", {"width": 64, "height": 48})
+    assert doc["detections"][0] == {"class_id": 1, "class_name": "b", "confidence": 0.12346,
+                                    "box": {"x1": 1.23, "y1": 2.0, "x2": 30.5, "y2": 40.0}}
+    assert doc["detections"][1]["class_name"] == "7"  # an id the model has no name for
+    assert set(doc["timing_ms"]) == {"decode", "preprocess", "inference", "postprocess", "total"}

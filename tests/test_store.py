@@ -124,3 +124,25 @@ def test_create_exclusive_loses_a_race_it_cannot_see(store, monkeypatch):
     monkeypatch.setattr(store, "exists", lambda key: False)  # the racer checked before we wrote
     assert not store.create_exclusive("datasets/y/v000001.json", b"loser")
     assert store.read_bytes("datasets/y/v000001.json") == b"winner"
+
+
+def test_use_settings_points_this_process_elsewhere_without_touching_the_environment(vl_home, tmp_path, monkeypatch):
+    import os
+
+    from visionloop.settings import Settings, get_settings, use_settings
+    from visionloop.store import open_store
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")
+    before = dict(os.environ)
+    other = Settings.isolated(tmp_path / "other")
+    with use_settings(other):
+        assert get_settings() is other and get_settings(fresh=True) is other
+        assert open_store().url == str(tmp_path / "other" / "store")
+        assert other.resolved_tracking_uri == f"sqlite:///{tmp_path / 'other' / 'mlflow.db'}"
+        env = other.child_env()
+    assert dict(os.environ) == before
+    assert get_settings().resolved_home == vl_home.resolve()
+    assert env["VISIONLOOP_HOME"] == str(tmp_path / "other")
+    assert env["VISIONLOOP_STORE_URL"] == str(tmp_path / "other" / "store")
+    assert env["VISIONLOOP_TRACKING_URI"] == other.resolved_tracking_uri and "MLFLOW_TRACKING_URI" not in env
+    assert env["PATH"] == os.environ["PATH"]  # the rest of the environment is passed on

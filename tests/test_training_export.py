@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from visionloop.errors import VisionloopError
+from visionloop.predictions import Detections
 from visionloop.training.export import (
-    Detections,
     ParityReport,
     box_iou,
     match_detections,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import RPS, VISIONLOOP, run_cli
 
@@ -100,12 +101,21 @@ def test_train_creates_tracked_run_and_registered_version(shapes_home):
 
         mv = registry.get_version("shapes-det", "1")
         assert mv.aliases == ["champion"] and mv.run_id == run.info.run_id
-        for tag in ("dataset", "manifest_hash", "classes", "imgsz", "task", "git_commit", "metrics.map50",
+        for tag in ("dataset", "manifest_hash", "imgsz", "task", "git_commit", "cache_key", "metrics.map50",
                     "metrics.map50_95", "metrics.precision", "metrics.recall", "eval.split"):
             assert tag in mv.tags, tag
         assert (mv.tags["dataset"], mv.tags["imgsz"], mv.tags["task"]) == ("shapes@1", "160", "detect")
-        assert json.loads(mv.tags["classes"]) == ["circle", "square", "triangle"]
         assert mv.tags["git_commit"] == run.data.tags["mlflow.source.git.commit"]
+        # structured data lives in the card, not in JSON string tags
+        assert "classes" not in mv.tags and not any("per_class" in k for k in mv.tags)
+        card = registry.get_card(mv)
+        assert card.classes == ["circle", "square", "triangle"] and (card.imgsz, card.task) == (160, "detect")
+        assert (card.dataset, card.base_model, card.epochs) == ("shapes@1", "yolo11n.yaml", 2)
+        assert card.cache_key == run.data.tags["visionloop.cache_key"] == mv.tags["cache_key"]
+        assert card.git_commit == run.data.tags["mlflow.source.git.commit"]
+        assert card.eval is not None and [c.name for c in card.eval.per_class] == card.classes
+        assert card.eval.data == "shapes@1" and card.eval.split == "test"
+        assert card.parity is not None and card.parity.compared > 0 and card.parity.min_iou >= 0.99
     # nothing escaped into the working directory (no ./mlflow.db, ./mlruns or ./runs)
     assert sorted(p.name for p in cwd.iterdir()) == []
     assert "train.log" in first.stdout  # the summary says where the trainer's log went
@@ -119,7 +129,7 @@ def test_registered_onnx_matches_pytorch(shapes_home, tmp_path):
     from visionloop.datasets.catalog import Catalog
     from visionloop.datasets.materialize import materialize
     from visionloop.store import open_store
-    from visionloop.training.evaluate import EvalResult, evaluate_model
+    from visionloop.evaluation import EvalResult
     from visionloop.training.export import check_parity, read_metadata
 
     home, _, _ = shapes_home
@@ -145,14 +155,26 @@ def test_registered_onnx_matches_pytorch(shapes_home, tmp_path):
         assert rep.compared - rep.ties > 0 and rep.mismatches == []
         assert rep.min_iou >= 0.99 and rep.max_conf_diff <= 0.01
 
-        # the evaluation function is reusable and gives what the pipeline recorded
-        ev = evaluate_model(r.onnx_path, manifest, "test")
+        # What the pipeline recorded is the test split, measured by ultralytics' own validator called
+        # here directly on the registered ONNX (evaluate_model's correctness: test_training_evaluate.py).
+        recorded = registry.get_card(r.ref).eval
         stored = EvalResult.model_validate_json(
             Path(registry.client().download_artifacts(r.run_id, "eval/eval.json", str(tmp_path))).read_text())
-        assert ev.split == "test" and ev.images == len(manifest.by_split("test")) == stored.images
-        assert ev.map50_95 == pytest.approx(stored.map50_95, abs=1e-6)
-        assert [c.name for c in ev.per_class] == ["circle", "square", "triangle"]
-        assert float(r.tags["metrics.map50_95"]) == pytest.approx(ev.map50_95, abs=1e-4)
+        assert recorded.model_dump(exclude={"data"}) == stored.model_dump(exclude={"data"})
+        assert recorded.images == len(manifest.by_split("test")) == len(test_images)
+        test_yaml = tmp_path / "test-as-val.yaml"
+        test_yaml.write_text(yaml.safe_dump({"path": str(data_yaml.parent), "train": "images/train",
+                                             "val": "images/test", "names": dict(enumerate(r.classes))}))
+        from ultralytics import YOLO
+
+        ref = YOLO(str(r.onnx_path), task="detect").val(data=str(test_yaml), imgsz=160, batch=1, device="cpu",
+                                                        rect=False, plots=False, project=str(tmp_path), verbose=False)
+        assert recorded.map50_95 == pytest.approx(float(ref.box.map), abs=1e-6)
+        assert recorded.map50 == pytest.approx(float(ref.box.map50), abs=1e-6)
+        assert recorded.instances == int(ref.nt_per_class.sum())
+        for k, c in enumerate(ref.box.ap_class_index):
+            assert recorded.per_class[int(c)].ap50_95 == pytest.approx(float(ref.box.ap[k]), abs=1e-6)
+        assert float(r.tags["metrics.map50_95"]) == pytest.approx(recorded.map50_95, abs=1e-4)
 
 
 def test_same_command_is_cached_and_force_retrains(shapes_home):
@@ -281,7 +303,7 @@ def test_zip_data_is_imported_on_the_fly(vl_home, tmp_path):
     import zipfile
 
     from visionloop.datasets import synthetic
-    from visionloop.training.pipeline import resolve_dataset
+    from visionloop.datasets.ingest import resolve_or_import
 
     zpath = tmp_path / "hand signs.zip"
     with zipfile.ZipFile(zpath, "w") as zf:
@@ -289,8 +311,8 @@ def test_zip_data_is_imported_on_the_fly(vl_home, tmp_path):
         for s in synthetic.generate(6, seed=3, size=96):
             zf.writestr(f"images/{s.name}", s.data)
             zf.writestr(f"labels/{s.name[:-4]}.txt", "".join(b.to_yolo_line() + "\n" for b in s.boxes))
-    m = resolve_dataset(str(zpath), None)
+    m = resolve_or_import(str(zpath), None)
     assert (m.name, m.version, len(m.images), m.classes) == ("hand-signs", 1, 6, synthetic.CLASSES)
-    assert resolve_dataset(str(zpath), None).ref == "hand-signs@1"  # unchanged content: no new version
-    assert resolve_dataset(str(zpath), 64, "signs").ref == "signs@1"
-    assert all(i.width == 64 for i in resolve_dataset("signs@1", None).images)
+    assert resolve_or_import(str(zpath), None).ref == "hand-signs@1"  # unchanged content: no new version
+    assert resolve_or_import(str(zpath), 64, "signs").ref == "signs@1"
+    assert all(i.width == 64 for i in resolve_or_import("signs@1", None).images)

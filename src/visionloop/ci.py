@@ -8,12 +8,12 @@ between runs, so their locations come from repository secrets (never written in 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
 
 from .errors import ConflictError, ValidationError
+from .files import atomic_write_text
 
 WORKFLOW_PATH = Path(".github/workflows/visionloop.yml")
 
@@ -70,8 +70,5 @@ def write_workflow(root: Path, data: str, model: str, force: bool = False) -> Pa
     text = ("# Written by `visionloop init --ci github`. Secrets: VISIONLOOP_STORE_URL, MLFLOW_TRACKING_URI\n"
             "# (and AWS_* for S3/MinIO) must point at the store and MLflow shared by every run.\n"
             + yaml.safe_dump(github_workflow(data, model), sort_keys=False, width=120))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path

@@ -3,12 +3,12 @@
 dataset v1 (small) → train → serve (a real server process, watching the champion alias) →
 unseen images → low-confidence captures → labels (from the generator's ground truth, standing
 in for a human annotator) → dataset v2 → retrain → compare → promote → the server hot-swaps.
-Everything lives in its own VISIONLOOP_HOME so the demo never touches the user's state.
+Everything lives in its own home, given to this process as a :class:`Settings` and to the
+server as its environment: the demo never touches the user's state nor ``os.environ``.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import signal
@@ -19,15 +19,23 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import BaseModel, Field
 
-from .datasets import images, synthetic
-from .datasets.catalog import Catalog, DraftImage
-from .datasets.manifest import Box
+from .datasets import synthetic
+from .datasets.manifest import YoloBox
 from .errors import ConflictError, VisionloopError
 from .promotion import Comparison, Gate
+from .settings import Settings, use_settings
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .feedback.inbox import CaptureRecord
+    from .store import Store
+    from .training.events import PipelineEvents
 
 MARKER = ".visionloop-demo"
 DATASET = MODEL = "shapes"
@@ -78,23 +86,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _png(im) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "PNG")
-    return buf.getvalue()
-
-
 class ServerProcess:
     """`visionloop serve` as a child process (what a user would run), in its own process group
     so that stopping it stops everything it started."""
 
-    def __init__(self, args: list[str], log_path: Path, port: int = 0):
+    def __init__(self, args: list[str], log_path: Path, port: int = 0, env: dict[str, str] | None = None):
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "visionloop", "serve", "--port", str(self.port), *args],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ) if env is None else env,
                                      start_new_session=True)
         self.http = httpx.Client(base_url=self.url, timeout=60)
 
@@ -143,7 +146,7 @@ class ServerProcess:
         self._log.close()
 
 
-def _wait_captures(store, timeout: float = 30.0, quiet: float = 2.0) -> int:
+def _wait_captures(store: Store, timeout: float = 30.0, quiet: float = 2.0) -> int:
     """Captures are written off the request path: wait until the inbox stops growing."""
     from .feedback.inbox import count_captures
 
@@ -158,48 +161,72 @@ def _wait_captures(store, timeout: float = 30.0, quiet: float = 2.0) -> int:
     return max(last, 0)
 
 
-def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
-    t0 = time.monotonic()
-    home = _prepare_home(opts.home)
-    os.environ["VISIONLOOP_HOME"] = str(home)
-    for var in ("VISIONLOOP_STORE_URL", "VISIONLOOP_TRACKING_URI", "MLFLOW_TRACKING_URI"):
-        os.environ.pop(var, None)  # the demo's state stays in its own home
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(home / "ultralytics"))
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    from .settings import get_settings
+def _send_unseen(server: ServerProcess, opts: DemoOptions, rng: np.random.Generator) -> dict[str, list[YoloBox]]:
+    """Predict ``opts.unseen`` new images; returns their true boxes by the sha256 of the bytes sent."""
+    from .store import sha256_bytes
 
-    get_settings(fresh=True)
+    truth: dict[str, list[YoloBox]] = {}
+    for _ in range(opts.unseen):
+        im, boxes = synthetic.render(rng, size=opts.imgsz)
+        png = synthetic.png_bytes(im)
+        truth[sha256_bytes(png)] = boxes  # the server keeps PNG bytes as sent
+        server.predict(MODEL, png, opts.conf)
+    return truth
+
+
+def _label_from_truth(store: Store, records: list[CaptureRecord], truth: dict[str, list[YoloBox]]) -> int:
+    """Give each capture the generator's boxes (in the model's class order); returns how many."""
+    from .feedback.inbox import update_capture
+
+    labeled = 0
+    for r in records:
+        gt = truth.get(r.image_sha256)
+        if gt is None:
+            continue
+        names = r.classes or synthetic.CLASSES
+        r.labels = [b.model_copy(update={"class_id": names.index(synthetic.CLASSES[b.class_id])}) for b in gt]
+        update_capture(store, r)
+        labeled += 1
+    return labeled
+
+
+def run_demo(opts: DemoOptions, say: Callable[[str], None], training: PipelineEvents | None = None) -> DemoResult:
+    """The whole loop in ``opts.home`` (wiped first); ``say`` hears one line per stage and
+    ``training`` the two trainings' progress (default: the ``visionloop.training`` log)."""
+    t0 = time.monotonic()
+    settings = Settings.isolated(_prepare_home(opts.home))
+    with use_settings(settings):
+        return _run(opts, settings, say, training, t0)
+
+
+def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], training: PipelineEvents | None,
+         t0: float) -> DemoResult:
     from . import loop as loop_mod
     from . import registry
-    from .feedback.inbox import list_captures, update_capture
-    from .store import open_store, sha256_bytes
+    from .feedback.inbox import list_captures
+    from .store import open_store
     from .training.config import build_config
     from .training.pipeline import run_pipeline
-    from .cli.console import err_console
 
-    store = open_store()
+    home = settings.resolved_home
+    store = open_store(settings.resolved_store_url)
     say(f"home: {home} (its own store, MLflow and caches)")
 
     # 1. dataset v1: a small generated set
-    drafts = []
-    for s in synthetic.generate(opts.v1_images, seed=opts.seed, size=opts.imgsz):
-        p = images.prepare(s.data)
-        drafts.append(DraftImage(store.put_blob(p.data), p.ext, p.width, p.height, s.boxes, source=s.name))
-    v1_data = Catalog(store).commit(DATASET, synthetic.CLASSES, drafts, source="synthetic shapes").manifest
+    v1_data = synthetic.commit_generated(store, DATASET, opts.v1_images, seed=opts.seed, size=opts.imgsz)
     say(f"1. dataset {v1_data.ref}: {len(v1_data.images)} generated images {v1_data.split_counts()}")
 
     # 2. train v1 briefly on little data: it will be unsure, which is what makes captures worth labeling
     cfg = build_config({}, {"data": v1_data.ref, "name": MODEL, "model": "yolo11n.yaml", "epochs": opts.v1_epochs,
                             "imgsz": opts.imgsz, "device": "cpu", "batch": opts.batch, "seed": opts.seed})
-    v1 = run_pipeline(cfg, err_console)
+    v1 = run_pipeline(cfg, training)
     v1_ref = f"{MODEL}/{v1.version}"
     say(f"2. trained {v1_ref} ({opts.v1_epochs} epochs on {v1_data.ref}); it is the champion")
 
     # 3. serve the champion, following the alias
-    port = opts.port
     server = ServerProcess(["--model", f"{MODEL}@champion", "--watch", "1", "--capture", "low-confidence",
-                                  "--capture-range", f"{opts.capture_low},{opts.capture_high}"],
-                           home / "server.log", port)
+                            "--capture-range", f"{opts.capture_low},{opts.capture_high}"],
+                           home / "server.log", opts.port, env=settings.child_env())
     try:
         server.wait_ready()
         served_before = f"{MODEL}/{server.version(MODEL)}"
@@ -210,12 +237,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
         import numpy as np
 
         rng = np.random.default_rng(opts.seed + 1000)
-        truth: dict[str, list[Box]] = {}
-        for _ in range(opts.unseen):
-            im, boxes = synthetic.render(rng, size=opts.imgsz)
-            png = _png(im)
-            truth[sha256_bytes(png)] = boxes  # the server keeps PNG bytes as sent
-            server.predict(MODEL, png, opts.conf)
+        truth = _send_unseen(server, opts, rng)
         captured = _wait_captures(store)
         records = [r for r in list_captures(store, MODEL) if r.labels is None]
         reasons = Counter(r.reason for r in records)
@@ -224,22 +246,14 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
 
         # 5. label the captures. A human would do this in Label Studio (`visionloop label push/pull`);
         #    the demo knows the generator's exact boxes and uses them as the annotator's answer.
-        labeled = 0
-        for r in records:
-            gt = truth.get(r.image_sha256)
-            if gt is None:
-                continue
-            names = r.classes or synthetic.CLASSES
-            r.labels = [b.model_copy(update={"class_id": names.index(synthetic.CLASSES[b.class_id])}) for b in gt]
-            update_capture(store, r)
-            labeled += 1
+        labeled = _label_from_truth(store, records, truth)
         say(f"5. labeled {labeled} captures from the generator's ground truth "
             "(standing in for a human annotator in Label Studio)")
 
         # 6-9. one turn of the loop: v2 → retrain (longer) → compare → promote → report
         opts_loop = loop_mod.LoopOptions(data=DATASET, model=MODEL, train_overrides={"epochs": opts.v2_epochs},
                                          gate=Gate(), report=home / "report.md")
-        res = loop_mod.run_iteration(opts_loop, lambda s: say(f"   {s.name}: {s.detail}"))
+        res = loop_mod.run_iteration(opts_loop, lambda s: say(f"   {s.name}: {s.detail}"), training)
         if res.trained is None:
             raise VisionloopError("the loop trained nothing")
         promoted = res.promoted
@@ -247,7 +261,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> DemoResult:
         # 10. the watching server swaps to the new champion by itself
         champion = registry.get_alias(MODEL, registry.CHAMPION)
         server.wait_version(MODEL, champion or "")
-        answer = server.predict(MODEL, _png(synthetic.render(rng, size=opts.imgsz)[0]), opts.conf)
+        answer = server.predict(MODEL, synthetic.png_bytes(synthetic.render(rng, size=opts.imgsz)[0]), opts.conf)
         served_after = f"{MODEL}/{answer['version']}"
         say(f"10. the server now answers with {served_after} (champion {MODEL}/{champion})")
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -22,6 +22,9 @@ from .feedback import relabel
 from .feedback.labelstudio import LabelStudioConfig
 from .promotion import Gate, PromotionResult
 from .store import Store, open_store
+
+if TYPE_CHECKING:
+    from .training.events import PipelineEvents
 
 # Parameters of the champion's MLflow run that define a training (and can be reused).
 REUSED_PARAMS = ("model", "epochs", "batch", "imgsz", "device", "seed", "patience", "workers")
@@ -99,21 +102,23 @@ def _labels_step(store: Store, opts: LoopOptions, manifest: DatasetManifest) -> 
     return res.manifest, True, f"{len(items)} labeled captures ({added} new images) → {res.manifest.ref}"
 
 
-def _train(opts: LoopOptions, manifest: DatasetManifest) -> str:
+def _train(opts: LoopOptions, manifest: DatasetManifest, events: PipelineEvents | None) -> str:
     """Train in this process with the champion's parameters (flags win); returns the version."""
-    from .cli.console import err_console
     from .training.config import build_config, load_file
     from .training.pipeline import run_pipeline
 
     values = {**load_file(opts.config), **champion_params(opts.model)}
     cfg = build_config(values, {**opts.train_overrides, "data": manifest.ref, "name": opts.model})
-    res = run_pipeline(cfg, err_console)
+    res = run_pipeline(cfg, events)
     if res.version is None:
         raise VisionloopError(f"training on {manifest.ref} registered no version")
     return res.version
 
 
-def run_iteration(opts: LoopOptions, say: Callable[[Step], None] = lambda s: None) -> LoopResult:
+def run_iteration(opts: LoopOptions, say: Callable[[Step], None] = lambda s: None,
+                  training: PipelineEvents | None = None) -> LoopResult:
+    """One turn; ``say`` hears every step as it ends, ``training`` the training's progress
+    (default: the ``visionloop.training`` log)."""
     from . import promotion, reports
 
     store = open_store()
@@ -148,7 +153,7 @@ def run_iteration(opts: LoopOptions, say: Callable[[Step], None] = lambda s: Non
         out.champion_after = champ.ref
         return out
 
-    version = run("train", lambda: _train(opts, manifest))
+    version = run("train", lambda: _train(opts, manifest, training))
     out.trained = f"{opts.model}/{version}"
     step("train", "done", f"{out.trained} trained on {manifest.ref}")
 

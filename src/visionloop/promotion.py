@@ -5,7 +5,7 @@ dataset version; the hash split keeps it free of training images for every versi
 "better" means better on identical data. The gate (``gate:`` in visionloop.yaml) asks for a
 minimum gain in mAP50-95 and forbids any class losing more than ``max_class_drop`` AP50-95.
 
-The champion lineage is a stack kept as a model tag (``champion_history`` = "1,3,5"):
+The champion lineage is the registry's alias history (:mod:`visionloop.registry.aliases`):
 promote pushes, rollback pops, so a rollback always restores the champion before the current
 one, even after several moves. A forced promotion is recorded on the version's tags.
 """
@@ -13,7 +13,6 @@ one, even after several moves. A forced promotion is recorded on the version's t
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,17 +22,16 @@ from . import registry
 from .config_file import load_section
 from .datasets.catalog import Catalog
 from .datasets.manifest import DatasetManifest
-from .errors import ConflictError, NotFoundError, ValidationError
+from .errors import ValidationError
+from .evaluation import HEADLINE, LABELS, EvalResult
+from .files import atomic_write_text, sha256_file
 from .settings import get_settings
 from .store import open_store
-from .training.evaluate import EvalResult
 
-HISTORY_TAG = "champion_history"
 FORCED_TAG = "visionloop.promotion.forced"
 PROMOTED_TAG = "visionloop.promotion.at"
 GATE_TAG = "visionloop.promotion.gate"
-HEADLINE = ("map50", "map50_95", "precision", "recall")
-LABELS = {"map50": "mAP50", "map50_95": "mAP50-95", "precision": "precision", "recall": "recall"}
+ROLLED_BACK_TAG = "visionloop.rolled_back_at"
 
 
 class Gate(BaseModel):
@@ -103,9 +101,9 @@ class RollbackResult(BaseModel):
 def evaluate_cached(model: registry.ResolvedModel, manifest: DatasetManifest, split: str) -> EvalResult:
     """Evaluation is pure in (ONNX bytes, dataset content, split): cache it so the loop and CI
     do not re-evaluate the champion on every comparison."""
-    from .training.evaluate import evaluate_model
+    from .training.evaluate import evaluate_model  # lazy: pulls ultralytics
 
-    onnx_sha = model.tags.get(registry.TAG_ONNX_SHA256) or hashlib.sha256(model.onnx_path.read_bytes()).hexdigest()
+    onnx_sha = model.tags.get(registry.TAG_ONNX_SHA256) or sha256_file(model.onnx_path)
     key = hashlib.sha256(f"{onnx_sha}:{manifest.content_hash}:{split}".encode()).hexdigest()[:32]
     path = get_settings().cache_dir / "eval" / f"{key}.json"
     if path.exists():
@@ -114,10 +112,7 @@ def evaluate_cached(model: registry.ResolvedModel, manifest: DatasetManifest, sp
         except ValueError:
             pass
     res = evaluate_model(model.onnx_path, manifest, split, imgsz=model.imgsz or None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(res.model_dump_json())
-    tmp.replace(path)
+    atomic_write_text(path, res.model_dump_json())
     return res
 
 
@@ -135,7 +130,7 @@ def comparison_rows(a: EvalResult, b: EvalResult) -> list[MetricRow]:
 def default_dataset(*models: registry.ResolvedModel) -> str:
     """The newest dataset version any of the models was trained on: its test split is a
     superset of the older versions' test splits (the split is a function of the image hash)."""
-    refs = [m.tags.get(registry.TAG_DATASET, "") for m in models]
+    refs = [m.card.dataset for m in models]
     refs = [r for r in refs if "@" in r]
     if not refs:
         raise ValidationError("cannot tell which dataset to compare on: pass --data N@V")
@@ -170,16 +165,7 @@ def decide(cmp: Comparison, gate: Gate) -> GateDecision:
 # -- champion lineage -------------------------------------------------------------------------
 def champion_history(name: str) -> list[str]:
     """Champions oldest first; the last one is the current champion."""
-    raw = registry.get_model(name).tags.get(HISTORY_TAG, "")
-    stack = [v for v in raw.split(",") if v]
-    current = registry.get_alias(name, registry.CHAMPION)
-    if current is not None and (not stack or stack[-1] != current):
-        stack.append(current)  # the alias was moved by someone else: follow it
-    return stack
-
-
-def _save_history(name: str, stack: list[str]) -> None:
-    registry.client().set_registered_model_tag(name, HISTORY_TAG, ",".join(stack))
+    return registry.lineage(name, registry.CHAMPION)
 
 
 def promote(ref: str, *, force: bool = False, gate: Gate | None = None, data: str | None = None) -> PromotionResult:
@@ -205,8 +191,8 @@ def promote(ref: str, *, force: bool = False, gate: Gate | None = None, data: st
     forced = bool(force and decision is not None and not decision.passed)
     tags = {PROMOTED_TAG: datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if decision is not None:
-        tags[GATE_TAG] = json.dumps({"passed": decision.passed, "delta": round(decision.delta, 5),
-                                     "data": cmp.data if cmp else None})
+        tags[GATE_TAG] = (f"{'passed' if decision.passed else 'refused'}: mAP50-95 {decision.delta:+.5f} "
+                          f"on {cmp.data if cmp else '-'}")  # display only; the decision is returned
     if forced:
         tags[FORCED_TAG] = "; ".join(decision.reasons)  # type: ignore[union-attr]
     registry.set_version_tags(name, version, tags)
@@ -214,20 +200,13 @@ def promote(ref: str, *, force: bool = False, gate: Gate | None = None, data: st
     if registry.get_alias(name, registry.CHALLENGER) == version:  # it is no longer a challenger
         registry.delete_alias(name, registry.CHALLENGER)
     history = [*history, version]
-    _save_history(name, history)
     return PromotionResult(name=name, version=version, previous=current, promoted=True, forced=forced,
                            decision=decision, comparison=cmp, history=history)
 
 
 def rollback(name: str) -> RollbackResult:
     """Restore the champion before the current one (and forget the current one's turn)."""
-    history = champion_history(name)
-    if not history:
-        raise NotFoundError(f"model {name} has no champion to roll back")
-    if len(history) < 2:
-        raise ConflictError(f"model {name} has no previous champion (history: {','.join(history)})")
-    current, previous = history[-1], history[-2]
-    registry.set_alias(name, registry.CHAMPION, previous)
-    _save_history(name, history[:-1])
-    registry.set_version_tags(name, current, {"visionloop.rolled_back_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    return RollbackResult(name=name, from_version=current, to_version=previous, history=history[:-1])
+    change = registry.rollback_alias(name, registry.CHAMPION)
+    registry.set_version_tags(name, change.previous, {ROLLED_BACK_TAG: change.at})
+    return RollbackResult(name=name, from_version=change.previous or "", to_version=change.version,
+                          history=champion_history(name))

@@ -10,14 +10,19 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from . import registry
 from .datasets.diff import diff_manifests
 from .datasets.manifest import DatasetManifest
+from .evaluation import LABELS, EvalResult
+from .files import atomic_write_text
 from .promotion import Comparison, GateDecision
-from .training.evaluate import EvalResult
+
+if TYPE_CHECKING:
+    from .training.pipeline import PipelineResult
 
 PLOT_NAMES = ("results.png", "BoxPR_curve.png", "PR_curve.png", "confusion_matrix.png",
               "confusion_matrix_normalized.png", "BoxF1_curve.png")
@@ -103,6 +108,12 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}"
 
 
+def _eval_rows(ev: EvalResult, between: list[str] | None = None) -> list[str]:
+    """``| mAP50 | 0.1234 |`` ... then ``between``, then one AP50-95 row per class."""
+    rows = [f"| {LABELS[k]} | {_fmt(v)} |" for k, v in ev.headline().items()] + (between or [])
+    return rows + [f"| AP50-95 {c.name} | {_fmt(c.ap50_95)} |" for c in ev.per_class]
+
+
 def render(rep: Report) -> str:
     """The markdown text (GitHub-flavoured tables; plots as relative image links)."""
     lines = [f"## {rep.title}", ""]
@@ -119,9 +130,7 @@ def render(rep: Report) -> str:
         e = rep.single
         lines += [f"`{rep.new}` on the **{e.split}** split of `{e.data}` ({e.images} images); "
                   "no champion to compare with yet.", "", "| metric | new |", "|---|---:|"]
-        for k, label in (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("precision", "precision"), ("recall", "recall")):
-            lines.append(f"| {label} | {_fmt(getattr(e, k))} |")
-        lines += [f"| AP50-95 {p.name} | {_fmt(p.ap50_95)} |" for p in e.per_class] + [""]
+        lines += _eval_rows(e) + [""]
     if rep.decision is not None:
         d = rep.decision
         verdict = "**passed**" if d.passed else "**refused**"
@@ -154,10 +163,7 @@ def render(rep: Report) -> str:
 
 def write(rep: Report, path: Path) -> Path:
     """Write atomically: a half-written report is never posted."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(rep), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, render(rep))
     return path
 
 
@@ -217,3 +223,28 @@ def build(new_ref: str, old_ref: str | None, data: str | None, out: Path, gate) 
         rep.decision = promotion.decide(rep.comparison, gate)
     write(rep, out)
     return rep
+
+
+def render_training_summary(res: PipelineResult) -> str:
+    """Markdown of one ``visionloop train``: what was trained, how well, and where every artifact
+    is (no secrets: URIs only)."""
+    lines = [f"## visionloop train: {res.model_name}" + (f" version {res.version}" if res.version else ""), ""]
+    if res.cached:
+        lines += ["**cached**: an identical training (same data, parameters and code) is already registered; "
+                  "nothing was retrained. Use `--force` to retrain.", ""]
+    lines += ["| parameter | value |", "|---|---|", f"| dataset | {res.dataset} |"]
+    lines += [f"| {k} | {v} |" for k, v in res.params.items()]
+    lines += ["", "| test metric | value |", "|---|---|"]
+    if res.eval is not None:
+        ev = res.eval
+        lines += [f"| split | {ev.split} ({ev.images} images, {ev.instances} boxes) |"]
+        lines += _eval_rows(ev, [f"| inference | {ev.speed_ms.get('inference', 0.0):.1f} ms/image |"])
+    lines += ["", "| artifact | location |", "|---|---|"]
+    lines += [f"| {k} | `{v}` |" for k, v in res.artifacts.items()]
+    if res.run_id:
+        lines.append(f"| MLflow run | `{res.run_id}` |")
+    if res.aliases:
+        lines.append(f"| aliases | {', '.join(res.aliases)} |")
+    steps = ", ".join(f"{s.name} {s.status}" + (f" {s.seconds:.1f}s" if s.status == "done" else "") for s in res.steps)
+    lines += ["", f"Steps: {steps}"]
+    return "\n".join(lines) + "\n"

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import uuid
 from collections.abc import Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from .errors import NotFoundError, VisionloopError
+from .files import temp_beside
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -50,18 +50,6 @@ def read_url(url: str) -> bytes:
         raise NotFoundError(f"not found: {url}") from None
 
 
-def _write_temp(path: str, data: bytes, durable: bool) -> str:
-    """Write ``data`` beside ``path`` under a hidden temp name (listings skip ``.tmp-``)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    return tmp
-
-
 class Store:
     """Blobs by hash plus named documents, under one root URL."""
 
@@ -87,7 +75,7 @@ class Store:
         """
         path = self._path(key)
         if self.is_local:
-            os.replace(_write_temp(path, data, durable), path)
+            os.replace(temp_beside(path, data, durable), path)
         else:
             self.fs.pipe_file(path, data)
 
@@ -95,7 +83,7 @@ class Store:
         """Write ``key`` only if it does not exist yet; False when someone else won the race."""
         path = self._path(key)
         if self.is_local:
-            tmp = _write_temp(path, data, durable=True)
+            tmp = temp_beside(path, data, durable=True)
             try:
                 os.link(tmp, path)  # atomic and fails if the name exists
             except FileExistsError:

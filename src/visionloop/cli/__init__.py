@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from .. import __version__
@@ -38,6 +37,12 @@ app.command("report")(workflow.report)
 app.command("init")(workflow.init)
 
 
+class _Flags:
+    """Root options the error policy in :func:`main` needs after the command has failed."""
+
+    debug = False
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"visionloop {__version__}")
@@ -50,34 +55,45 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
     """visionloop: the continuous-training loop as one CLI."""
+    _Flags.debug = debug
+
+
+def _one_line(text: str) -> None:
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: errors become one line on stderr and a non-zero exit, never a traceback."""
+    """Entry point: errors become one line on stderr and a non-zero exit, never a traceback.
+
+    Usage errors (unknown command or option, bad value) keep click's message and exit code 2.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+    _Flags.debug = False
     try:
         rv = app(args=args, prog_name="visionloop", standalone_mode=False)
-        return rv if isinstance(rv, int) else 0  # click returns typer.Exit's code here
-    except click.exceptions.Exit as exc:
+        return rv if isinstance(rv, int) else 0  # typer returns Exit's code here
+    except typer.Exit as exc:
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        err_console.print("aborted")
+    except (typer.Abort, KeyboardInterrupt):
+        _one_line("aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # typer's (vendored) click errors: usage, bad parameter
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            _one_line(f"error: {exc.format_message()}")
         return exc.exit_code
     except VisionloopError as exc:
-        if debug:
+        if _Flags.debug:
             raise
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        _one_line(f"error: {exc}")
         return exc.exit_code
     except Exception as exc:  # a bug: still one line unless --debug
-        if debug:
+        if _Flags.debug:
             raise
         msg = str(exc).splitlines()[0] if str(exc) else ""
-        err_console.print(f"error: {type(exc).__name__}: {msg} (run with --debug for details)",
-                          markup=False, highlight=False, soft_wrap=True)
+        _one_line(f"error: {type(exc).__name__}: {msg} (run with --debug for details)")
         return 1
 
 

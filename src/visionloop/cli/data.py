@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.table import Table
 
-from .console import console, err_console
+from .console import console, err_console, json_option, print_json
 
 if TYPE_CHECKING:
     from ..datasets.ingest import ImportOptions, ImportResult, SourceDataset
@@ -116,48 +116,46 @@ def synth(
 
 
 @app.command("list")
-def list_() -> None:
+def list_(as_json: bool = json_option()) -> None:
     """Datasets with their versions."""
-    cat = _catalog()
+    from ..datasets.summary import summaries
+
+    rows = summaries(_catalog())
+    if as_json:
+        return print_json(rows)
+    if not rows:
+        console.print("no datasets yet: visionloop data import PATH --name NAME")
+        return
     table = Table(show_header=True)
     for col in ("name", "versions", "latest", "images", "train/val/test", "classes"):
         table.add_column(col)
-    for n in cat.names():
-        m = cat.latest(n)
-        sc = m.split_counts()
-        table.add_row(n, ", ".join(map(str, cat.versions(n))), m.ref, str(len(m.images)),
-                      f"{sc['train']}/{sc['val']}/{sc['test']}", ", ".join(m.classes))
-    if not table.rows:
-        console.print("no datasets yet: visionloop data import PATH --name NAME")
-        return
+    for r in rows:
+        sc = r.splits
+        table.add_row(r.name, ", ".join(map(str, r.versions)), r.latest, str(r.images),
+                      f"{sc['train']}/{sc['val']}/{sc['test']}", ", ".join(r.classes))
     console.print(table)
 
 
 @app.command("show")
-def show(ref: str = typer.Argument(..., metavar="NAME@VERSION")) -> None:
+def show(ref: str = typer.Argument(..., metavar="NAME@VERSION"), as_json: bool = json_option()) -> None:
     """Classes, parent, preprocessing, and image and box counts per split and class."""
-    m = _catalog().load(ref)
-    console.print(f"[bold]{m.ref}[/bold]  parent: {m.parent if m.parent is not None else '-'}  "
-                  f"created: {m.created_at}")
-    console.print(f"source: {m.source}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"task: {m.task}  classes: {', '.join(m.classes)}", markup=False)
-    console.print(f"preprocessing: max_width={m.preprocessing.max_width}  split: {m.split_policy.mode} "
-                  f"(seed {m.split_policy.seed})  content: {m.content_hash[:12]}", markup=False)
-    sc, bc = m.split_counts(), m.box_counts()
-    bg = {s: sum(1 for i in m.by_split(s) if not i.boxes) for s in sc}
+    from ..datasets.summary import version_stats
+
+    st = version_stats(_catalog().load(ref))
+    if as_json:
+        return print_json(st)
+    console.print(f"[bold]{st.ref}[/bold]  parent: {st.parent if st.parent is not None else '-'}  "
+                  f"created: {st.created_at}")
+    console.print(f"source: {st.source}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"task: {st.task}  classes: {', '.join(st.classes)}", markup=False)
+    console.print(f"preprocessing: max_width={st.preprocessing.max_width}  split: {st.split_policy.mode} "
+                  f"(seed {st.split_policy.seed})  content: {st.content_hash[:12]}", markup=False)
     table = Table(show_header=True)
-    table.add_column("split")
-    table.add_column("images", justify="right")
-    table.add_column("background", justify="right")
-    for c in m.classes:
-        table.add_column(c, justify="right")
-    table.add_column("boxes", justify="right")
-    for s in ("train", "val", "test"):
-        row = bc.get(s, {})
-        table.add_row(s, str(sc[s]), str(bg[s]), *(str(row.get(c, 0)) for c in m.classes), str(sum(row.values())))
-    total = {c: sum(bc.get(s, {}).get(c, 0) for s in sc) for c in m.classes}
-    table.add_row("total", str(len(m.images)), str(sum(bg.values())), *(str(total[c]) for c in m.classes),
-                  str(sum(total.values())))
+    for col in ("split", "images", "background", *st.classes, "boxes"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for name, row in (*st.splits.items(), ("total", st.total)):
+        table.add_row(name, str(row.images), str(row.background), *(str(row.boxes[c]) for c in st.classes),
+                      str(row.box_total))
     console.print(table)
 
 
@@ -165,13 +163,16 @@ def show(ref: str = typer.Argument(..., metavar="NAME@VERSION")) -> None:
 def diff(
     a: str = typer.Argument(..., metavar="NAME@A"),
     b: str = typer.Argument(..., metavar="NAME@B"),
-    limit: int = typer.Option(10, "--limit", help="Images listed per section."),
+    limit: int = typer.Option(10, "--limit", help="Images listed per section (not with --json: it has all)."),
+    as_json: bool = json_option(),
 ) -> None:
     """Added/removed/relabeled images, split changes and class changes between two versions."""
     from ..datasets.diff import diff_manifests
 
     cat = _catalog()
     d = diff_manifests(cat.load(a), cat.load(b))
+    if as_json:
+        return print_json(d)
     console.print(f"{d.old} → {d.new}", markup=False)
     if d.unchanged:
         console.print("no differences")
@@ -187,7 +188,7 @@ def diff(
     section("added images", [f"+ {i.source or i.sha256[:12]} ({i.split})" for i in d.added])
     section("removed images", [f"- {i.source or i.sha256[:12]} ({i.split})" for i in d.removed])
     section("relabeled images", [s[:12] for s in d.relabeled])
-    section("split changes", [f"{s[:12]}: {o} → {n}" for s, o, n in d.split_changed])
+    section("split changes", [f"{c.sha256[:12]}: {c.old} → {c.new}" for c in d.split_changed])
     console.print(f"classes added: {', '.join(d.classes_added) or '-'}; removed: {', '.join(d.classes_removed) or '-'}"
                   + ("; order changed" if d.classes_reordered else ""), markup=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -23,10 +24,15 @@ def demo(
     from rich.table import Table
 
     from ..demo import DemoOptions, run_demo
+    from .progress import RichPipelineEvents
 
+    # ultralytics reads these once, at import: this process is the demo's, so they are set here
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(home.expanduser().resolve() / "ultralytics"))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
     opts = DemoOptions(home=home, v1_epochs=v1_epochs, v2_epochs=v2_epochs, v1_images=v1_images, unseen=unseen,
                        imgsz=imgsz, port=port)
-    res = run_demo(opts, lambda line: err_console.print(escape(line), highlight=False, soft_wrap=True))
+    res = run_demo(opts, lambda line: err_console.print(escape(line), highlight=False, soft_wrap=True),
+                   RichPipelineEvents(err_console))
     t = Table(title=f"v1 vs v2 on the same frozen test split ({res.comparison.data if res.comparison else '-'})")
     t.add_column("metric")
     t.add_column(f"v1 {res.v1}", justify="right")

@@ -7,15 +7,18 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .console import console
+from .console import console, json_option, print_json
 
 
-def inbox(model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this served model's captures.")) -> None:
+def inbox(model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this served model's captures."),
+          as_json: bool = json_option()) -> None:
     """List captured images: id, model, version, reason, detections, created."""
     from ..feedback.inbox import list_captures
     from ..store import open_store
 
     records = list_captures(open_store(), model)
+    if as_json:
+        return print_json(records)
     if not records:
         console.print(f"inbox is empty{f' for {model}' if model else ''}", markup=False, highlight=False)
         return

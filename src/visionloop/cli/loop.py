@@ -34,17 +34,19 @@ def loop(
     from rich.markup import escape
 
     from ..feedback.labelstudio import resolve_target
-    from ..loop import LoopOptions, run_iteration
+    from ..loop import LoopOptions, Step, run_iteration
     from ..promotion import Gate
+    from .progress import RichPipelineEvents
 
     overrides = {k: v for k, v in {"epochs": epochs, "imgsz": imgsz, "batch": batch, "model": arch,
                                    "device": device}.items() if v is not None}
     opts = LoopOptions(data=data, model=model, labelstudio=resolve_target(url, project, data, config), token=token,
                        capture_model=capture_model, train_overrides=overrides, config=config,
                        gate=Gate.load(config), report=report, retrain=retrain)
-    def say(s) -> None:  # one unwrapped line per step: readable in CI logs and greppable
+
+    def say(s: Step) -> None:  # one unwrapped line per step: readable in CI logs and greppable
         err_console.print(f"{_MARK[s.status]} {s.name}: {escape(s.detail)}", highlight=False, soft_wrap=True)
 
-    res = run_iteration(opts, say)
+    res = run_iteration(opts, say, RichPipelineEvents(err_console))
     console.print(f"dataset {res.dataset}; champion {res.champion_before or '-'} → {res.champion_after or '-'}"
                   + (f"; report {res.report}" if res.report else ""))

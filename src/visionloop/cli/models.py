@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-import json
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import typer
+from pydantic import BaseModel, Field
 from rich import box
 from rich.table import Table
 
-from .console import console
+from .console import console, json_option, print_json
+
+if TYPE_CHECKING:
+    from ..registry import ModelCard, ModelVersion
 
 app = typer.Typer(help="Registered models: versions, aliases, metrics.", no_args_is_help=True)
 
 _METRICS = ("map50", "map50_95", "precision", "recall")
+
+
+class ModelSummary(BaseModel):
+    """One row of ``models list --json``."""
+
+    name: str
+    latest_version: str | None
+    aliases: dict[str, str] = Field(description="alias -> version")
+    updated_at: datetime | None
+    champion_metrics: dict[str, float] = Field(description="The champion's test metrics (from its tags).")
 
 
 def _fmt(v: float | None) -> str:
@@ -20,55 +35,87 @@ def _fmt(v: float | None) -> str:
 
 
 @app.command("list")
-def list_cmd() -> None:
+def list_cmd(as_json: bool = json_option()) -> None:
     """Every registered model with its versions, aliases and the champion's test metrics."""
     from .. import registry
 
-    models = registry.list_models()
-    if not models:
+    rows = []
+    for m in registry.list_models():
+        champ = m.aliases.get(registry.CHAMPION)
+        rows.append(ModelSummary(name=m.name, latest_version=m.latest_version, aliases=m.aliases,
+                                 updated_at=m.updated_at,
+                                 champion_metrics=registry.get_version(m.name, champ).metrics if champ else {}))
+    if as_json:
+        return print_json(rows)
+    if not rows:
         console.print("no registered models yet (run `visionloop train`)")
         return
     table = Table("model", "latest", "aliases", "champion mAP50", "champion mAP50-95")
-    for m in models:
-        champ = m.aliases.get(registry.CHAMPION)
-        metrics = registry.get_version(m.name, champ).metrics if champ else {}
-        aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())) or "-"
-        table.add_row(m.name, m.latest_version or "-", aliases, _fmt(metrics.get("map50")),
-                      _fmt(metrics.get("map50_95")))
+    for r in rows:
+        aliases = ", ".join(f"{a}→{v}" for a, v in sorted(r.aliases.items())) or "-"
+        table.add_row(r.name, r.latest_version or "-", aliases, _fmt(r.champion_metrics.get("map50")),
+                      _fmt(r.champion_metrics.get("map50_95")))
     console.print(table)
 
 
 @app.command("show")
-def show(ref: str = typer.Argument(..., help="M (all versions), M/5, M@champion or models:/M/5.")) -> None:
-    """A model's versions, or one version's aliases, tags and metrics."""
+def show(ref: str = typer.Argument(..., help="M (all versions), M/5, M@champion or models:/M/5."),
+         as_json: bool = json_option()) -> None:
+    """A model's versions, or one version's aliases, card (classes, dataset, evaluation) and tags."""
     from .. import registry
 
-    body = ref.strip().removeprefix("models:/")
-    if "/" not in body and "@" not in body:
-        versions = registry.list_versions(body)
-        table = Table(title=f"model {body}", box=box.SIMPLE_HEAD, pad_edge=False)
-        for col in ("version", "aliases", "dataset", "mAP50", "mAP50-95", "P", "R", "created"):
-            table.add_column(col, no_wrap=True)
-        for v in versions:
-            m = v.metrics
-            table.add_row(v.version, ",".join(v.aliases) or "-", v.tags.get(registry.TAG_DATASET, "-"),
-                          *(_fmt(m.get(k)) for k in _METRICS), v.created_at.strftime("%m-%d %H:%M"))
-        console.print(table)
-        return
-    v = registry.resolve_version(ref)
-    console.print(f"[bold]{v.ref}[/bold]  aliases: {', '.join(v.aliases) or '-'}", highlight=False)
-    table = Table("metric (test split)", "value")
-    for k, val in sorted(v.metrics.items()):
-        table.add_row(k, f"{val:.4f}")
-    per_class = v.tags.get("eval.per_class_ap50_95")
-    if per_class:
-        for name, ap in json.loads(per_class).items():
-            table.add_row(f"AP50-95 {name}", f"{ap:.4f}")
+    r = registry.parse_ref(ref, files=False)
+    if "@" not in ref and r.version is None:  # a bare name: every version
+        versions = registry.list_versions(r.name)
+        if as_json:
+            return print_json(versions)
+        return _versions_table(r.name, versions)
+    v = registry.resolve_version(r)
+    card = registry.get_card(v)
+    if as_json:
+        return print_json(registry.VersionDetail(**dict(v), card=card))
+    _version_tables(v, card)
+
+
+def _versions_table(name: str, versions: list[ModelVersion]) -> None:
+    from .. import registry
+
+    table = Table(title=f"model {name}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("version", "aliases", "dataset", "mAP50", "mAP50-95", "P", "R", "created"):
+        table.add_column(col, no_wrap=True)
+    for v in versions:
+        m = v.metrics
+        table.add_row(v.version, ",".join(v.aliases) or "-", v.tags.get(registry.TAG_DATASET, "-"),
+                      *(_fmt(m.get(k)) for k in _METRICS), v.created_at.strftime("%m-%d %H:%M"))
     console.print(table)
+
+
+def _version_tables(v: ModelVersion, card: ModelCard) -> None:
+    from .. import registry
+
+    console.print(f"[bold]{v.ref}[/bold]  aliases: {', '.join(v.aliases) or '-'}", highlight=False)
+    console.print(f"task {card.task}; classes {', '.join(card.classes) or '-'}; imgsz {card.imgsz or '-'}; "
+                  f"dataset {card.dataset or '-'}; {card.base_model or '-'}, {card.epochs or '-'} epochs",
+                  markup=False, highlight=False, soft_wrap=True)
+    ev = card.eval
+    table = Table(f"metric ({ev.split} split, {ev.images} images)" if ev else "metric", "value")
+    if ev is not None:
+        for k, val in ev.headline().items():
+            table.add_row(k, f"{val:.4f}")
+        table.add_row("inference_ms", f"{ev.speed_ms.get('inference', 0.0):.3f}")
+        for c in ev.per_class:
+            table.add_row(f"AP50-95 {c.name}", f"{c.ap50_95:.4f}")
+    else:  # no evaluation on the card: the tags' headline numbers
+        for k, val in sorted(v.metrics.items()):
+            table.add_row(k, f"{val:.4f}")
+    console.print(table)
+    if card.parity is not None:
+        p = card.parity
+        console.print(f"parity: {p.compared} boxes on {p.images} images, min IoU {p.min_iou:.4f}, "
+                      f"max confidence diff {p.max_conf_diff:.4f}", highlight=False)
     tags = Table("tag", "value")
-    hidden = {"eval.per_class_ap50_95"}
     for k, val in sorted(v.tags.items()):
-        if not k.startswith(registry.METRIC_PREFIX) and k not in hidden:
+        if not k.startswith(registry.METRIC_PREFIX):
             tags.add_row(k, val)
     tags.add_row("run_id", v.run_id or "-")
     console.print(tags)

@@ -1,4 +1,4 @@
-"""`visionloop models compare | promote | rollback` (registered by cli/models.py)."""
+"""`visionloop models compare | promote | rollback` (added to the `models` group by cli/__init__.py)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,7 @@ import typer
 
 from ..errors import ConflictError
 from .console import console, err_console
-
-
-def comparison_table(cmp, title: str | None = None):
-    """metric | A | B | change, as a rich table."""
-    from rich.table import Table
-
-    t = Table(title=title or f"{cmp.a} vs {cmp.b} on {cmp.data} ({cmp.split}, {cmp.images} images)")
-    t.add_column("metric")
-    t.add_column(f"A: {cmp.a}", justify="right")
-    t.add_column(f"B: {cmp.b}", justify="right")
-    t.add_column("change", justify="right")
-    for r in cmp.rows:
-        style = "green" if r.change > 1e-9 else ("red" if r.change < -1e-9 else "")
-        t.add_row(r.metric, f"{r.a:.4f}", f"{r.b:.4f}", f"[{style}]{r.change:+.4f}[/]" if style else f"{r.change:+.4f}")
-    return t
+from .tables import comparison_table
 
 
 def compare(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import typer
 
 from ..errors import ValidationError
@@ -42,13 +39,11 @@ def serve(
         raise ValidationError(str(exc)) from None
     for spec in (parse_spec(m) for m in model):  # fail fast on a typo or unknown ref, before binding the port
         resolve(spec)  # registry refs: downloads into the cache the loader then reuses
-    workers = workers_threads
-    hold = os.environ.get("VISIONLOOP_SERVE_HOLD_FILE")  # test hook: keeps /ready at 503 while the file exists
     config = ServeConfig(
         models=model, watch=watch,
         capture=CapturePolicy(mode=capture, low=low, high=high, rate=capture_rate, max_per_model=capture_max),
-        max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, workers=workers, queue=queue,
-        intra_threads=intra_threads or None, hold_file=Path(hold) if hold else None,
+        max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, workers=workers_threads, queue=queue,
+        intra_threads=intra_threads or None,
     )
     import logging
 

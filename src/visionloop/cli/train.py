@@ -30,13 +30,14 @@ def train(
     """Train a model on a dataset version, export ONNX, evaluate on the test split, register it."""
     from ..training.config import load_config
     from ..training.pipeline import run_pipeline
+    from .progress import RichPipelineEvents
 
     cfg = load_config(
         config, data=data, model=model, epochs=epochs, batch=batch, imgsz=imgsz, device=device, name=name,
         seed=seed, patience=patience, workers=workers, threads=threads, max_width=max_width, engine=engine, force=force,
         verbose=verbose,
     )
-    res = run_pipeline(cfg, err_console)
+    res = run_pipeline(cfg, RichPipelineEvents(err_console))
     console.print()
     console.print(res.summary_md, markup=False, highlight=False, soft_wrap=True)
     if res.cached:

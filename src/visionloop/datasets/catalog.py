@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..errors import NotFoundError, ValidationError
 from ..store import Store
-from .manifest import Box, DatasetManifest, DatasetRef, ImageRecord, Preprocessing, SplitPolicy, Task
+from .manifest import YoloBox, DatasetManifest, DatasetRef, ImageRecord, Preprocessing, SplitPolicy, Task
 from .split import Split, assign_split
 
 
@@ -27,7 +27,7 @@ class DraftImage:
     ext: str
     width: int
     height: int
-    boxes: list[Box] = field(default_factory=list)
+    boxes: list[YoloBox] = field(default_factory=list)
     class_id: int | None = None
     source: str = ""
     split: Split | None = None  # the split its source declared, used when policy.mode == "source"

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import BaseModel, Field, computed_field
 
 from .manifest import DatasetManifest, ImageRecord
+from .split import Split
 
 
-@dataclass
-class ManifestDiff:
+class SplitChange(BaseModel):
+    sha256: str
+    old: Split
+    new: Split
+
+
+class ManifestDiff(BaseModel):
     old: str
     new: str
-    added: list[ImageRecord] = field(default_factory=list)
-    removed: list[ImageRecord] = field(default_factory=list)
-    relabeled: list[str] = field(default_factory=list)  # sha256 of images whose boxes changed
-    split_changed: list[tuple[str, str, str]] = field(default_factory=list)  # (sha256, old, new)
-    classes_added: list[str] = field(default_factory=list)
-    classes_removed: list[str] = field(default_factory=list)
+    added: list[ImageRecord] = Field(default_factory=list)
+    removed: list[ImageRecord] = Field(default_factory=list)
+    relabeled: list[str] = Field(default_factory=list, description="sha256 of images whose boxes changed.")
+    split_changed: list[SplitChange] = Field(default_factory=list)
+    classes_added: list[str] = Field(default_factory=list)
+    classes_removed: list[str] = Field(default_factory=list)
     classes_reordered: bool = False
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def unchanged(self) -> bool:
         return not (self.added or self.removed or self.relabeled or self.split_changed
@@ -41,16 +48,16 @@ def same_boxes(a: list[tuple], b: list[tuple]) -> bool:
 def diff_manifests(a: DatasetManifest, b: DatasetManifest) -> ManifestDiff:
     old = {i.sha256: i for i in a.images}
     new = {i.sha256: i for i in b.images}
-    d = ManifestDiff(a.ref, b.ref)
+    d = ManifestDiff(old=a.ref, new=b.ref)
     d.added = [new[s] for s in new if s not in old]
     d.removed = [old[s] for s in old if s not in new]
     for s in old.keys() & new.keys():
         if not same_boxes(_named_boxes(a, old[s]), _named_boxes(b, new[s])):
             d.relabeled.append(s)
         if old[s].split != new[s].split:
-            d.split_changed.append((s, old[s].split, new[s].split))
+            d.split_changed.append(SplitChange(sha256=s, old=old[s].split, new=new[s].split))
     d.relabeled.sort()
-    d.split_changed.sort()
+    d.split_changed.sort(key=lambda c: c.sha256)
     d.classes_added = [c for c in b.classes if c not in a.classes]
     d.classes_removed = [c for c in a.classes if c not in b.classes]
     common_a = [c for c in a.classes if c in b.classes]

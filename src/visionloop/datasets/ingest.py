@@ -11,16 +11,18 @@ checked on a few threads and written on others, since decoding and file I/O rele
 from __future__ import annotations
 
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import ValidationError, VisionloopError
-from ..store import Store, sha256_bytes
+from ..store import Store, open_store, sha256_bytes
 from . import images
 from .catalog import Catalog, CommitResult, DraftImage
-from .manifest import Box, DatasetRef, Preprocessing, SplitPolicy
+from .manifest import DatasetManifest, DatasetRef, Preprocessing, SplitPolicy, YoloBox
 from .split import Split
 from .validate import LabelError, Problem, ProblemKind, RawBox, ValidationReport, normalize_boxes
 
@@ -72,7 +74,7 @@ class ImportResult:
         return self.commit.created
 
 
-def _box_key(boxes: list[Box]) -> list[tuple]:
+def _box_key(boxes: list[YoloBox]) -> list[tuple]:
     return sorted((b.class_id, round(b.cx, 6), round(b.cy, 6), round(b.w, 6), round(b.h, 6)) for b in boxes)
 
 
@@ -95,7 +97,7 @@ def _resolve_options(catalog: Catalog, name: str, opts: ImportOptions) -> tuple[
     return max_width, 0 if seed is None else seed
 
 
-def _check_item(item: SourceItem, nc: int, max_width: int | None) -> tuple[images.PreparedImage, list[Box]] | Problem:
+def _check_item(item: SourceItem, nc: int, max_width: int | None) -> tuple[images.PreparedImage, list[YoloBox]] | Problem:
     """Labels first (cheap), then the image (decoded once), then the boxes against its size."""
     try:
         raw = item.labels()
@@ -116,7 +118,7 @@ def _check_item(item: SourceItem, nc: int, max_width: int | None) -> tuple[image
 
 
 def _checked_in_order(items: Iterable[SourceItem], nc: int, max_width: int | None,
-                      workers: int) -> Iterator[tuple[SourceItem, tuple[images.PreparedImage, list[Box]] | Problem]]:
+                      workers: int) -> Iterator[tuple[SourceItem, tuple[images.PreparedImage, list[YoloBox]] | Problem]]:
     """Check items on ``workers`` threads (Pillow decodes without the GIL) a few items ahead,
     yielding results in source order so messages and duplicate handling stay deterministic."""
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-check")
@@ -237,3 +239,28 @@ def ingest(store: Store, source: SourceDataset, name: str, opts: ImportOptions |
         add_to_parent=opts.add,
     )
     return ImportResult(result, report)
+
+
+# -- `train --data PATH`: a dataset version, or a source imported on the fly ---------------------
+def is_import_source(spec: str) -> bool:
+    """A zip, a URL or an existing path is imported; anything else names a version (``N@V``)."""
+    return spec.endswith(".zip") or "://" in spec or Path(spec).exists()
+
+
+def name_from_source(spec: str) -> str:
+    """``exports/hand signs.zip`` → ``hand-signs``: a valid dataset name from the file name."""
+    stem = Path(spec.rstrip("/").split("?")[0]).name.removesuffix(".zip")
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", stem).strip("-.") or "dataset"
+
+
+def resolve_or_import(spec: str, max_width: int | None = None, name: str = "",
+                      store: Store | None = None) -> DatasetManifest:
+    """``N@V`` → its manifest; a zip/folder/URL is imported first under ``name`` (default: from
+    its file name). Unchanged content gives the same version again, not a new one."""
+    from .formats import open_source  # formats import this module
+
+    store = store or open_store()
+    if not is_import_source(spec):
+        return Catalog(store).load(DatasetRef.parse(spec))
+    result = ingest(store, open_source(spec), name or name_from_source(spec), ImportOptions(max_width=max_width))
+    return result.commit.manifest

@@ -18,13 +18,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..errors import ValidationError
+from ..predictions import Task
 from .split import DEFAULT_RATIOS, Split
 
-Task = Literal["detect", "classify"]
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)(?:@(?P<version>latest|\d+))?$")
 
 
-class Box(BaseModel):
+class YoloBox(BaseModel):
     """One object: class id and a YOLO box (center x/y, width, height; normalized 0..1)."""
 
     class_id: int
@@ -51,7 +51,7 @@ class ImageRecord(BaseModel):
     width: int
     height: int
     split: Split
-    boxes: list[Box] = Field(default_factory=list)
+    boxes: list[YoloBox] = Field(default_factory=list)
     class_id: int | None = Field(default=None, description="Classification label.")
     source: str = Field(default="", description="Original file name, for humans.")
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .manifest import Box
+from .manifest import DatasetManifest, YoloBox
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 CLASSES = ["circle", "square", "triangle"]
 _COLORS = [(230, 40, 40), (40, 200, 40), (40, 80, 230)]
@@ -23,7 +27,7 @@ _COLORS = [(230, 40, 40), (40, 200, 40), (40, 80, 230)]
 class SynthSample:
     name: str
     data: bytes  # PNG
-    boxes: list[Box]
+    boxes: list[YoloBox]
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, cls: int, x0: float, y0: float, s: float) -> None:
@@ -37,14 +41,14 @@ def _draw_shape(draw: ImageDraw.ImageDraw, cls: int, x0: float, y0: float, s: fl
 
 
 def render(rng: np.random.Generator, size: int = 320, max_objects: int = 3,
-           min_frac: float = 0.18, max_frac: float = 0.4) -> tuple[Image.Image, list[Box]]:
+           min_frac: float = 0.18, max_frac: float = 0.4) -> tuple[Image.Image, list[YoloBox]]:
     """One image and its boxes; shapes never overlap so every box is exact."""
     bg = rng.integers(90, 170, size=(size, size, 3), dtype=np.int16)
     bg = np.clip(bg + rng.normal(0, 18, size=bg.shape), 0, 255).astype(np.uint8)
     im = Image.fromarray(bg)
     draw = ImageDraw.Draw(im)
     placed: list[tuple[float, float, float]] = []
-    boxes: list[Box] = []
+    boxes: list[YoloBox] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):
             s = float(rng.uniform(min_frac, max_frac) * size)
@@ -56,7 +60,7 @@ def render(rng: np.random.Generator, size: int = 320, max_objects: int = 3,
         cls = int(rng.integers(0, len(CLASSES)))
         _draw_shape(draw, cls, x0, y0, s)
         placed.append((x0, y0, s))
-        boxes.append(Box(class_id=cls, cx=(x0 + s / 2) / size, cy=(y0 + s / 2) / size, w=s / size, h=s / size))
+        boxes.append(YoloBox(class_id=cls, cx=(x0 + s / 2) / size, cy=(y0 + s / 2) / size, w=s / size, h=s / size))
     return im, boxes
 
 
@@ -64,6 +68,23 @@ def generate(n: int, seed: int = 0, size: int = 320) -> Iterator[SynthSample]:
     rng = np.random.default_rng(seed)
     for i in range(n):
         im, boxes = render(rng, size=size)
-        buf = io.BytesIO()
-        im.save(buf, "PNG")
-        yield SynthSample(name=f"synth_{seed}_{i:05d}.png", data=buf.getvalue(), boxes=boxes)
+        yield SynthSample(name=f"synth_{seed}_{i:05d}.png", data=png_bytes(im), boxes=boxes)
+
+
+def png_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def commit_generated(store: Store, name: str, n: int, seed: int = 0, size: int = 320,
+                     source: str = "synthetic shapes") -> DatasetManifest:
+    """A new version of ``name`` holding ``n`` generated images (the demo's and the tests' data)."""
+    from . import images
+    from .catalog import Catalog, DraftImage
+
+    drafts = []
+    for s in generate(n, seed=seed, size=size):
+        p = images.prepare(s.data)
+        drafts.append(DraftImage(store.put_blob(p.data), p.ext, p.width, p.height, s.boxes, source=s.name))
+    return Catalog(store).commit(name, CLASSES, drafts, source=source).manifest

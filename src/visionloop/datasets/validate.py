@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Literal
 
 from ..errors import ValidationError
-from .manifest import Box
+from .manifest import YoloBox
 
 EPS = 1e-6  # tolerance for float noise in exported coordinates (e.g. 1.0000001)
 
@@ -170,9 +170,9 @@ def _to_yolo(b: RawBox, width: int, height: int) -> tuple[float, float, float, f
     return (x + w / 2) / width, (y + h / 2) / height, w / width, h / height
 
 
-def normalize_boxes(raw: list[RawBox], num_classes: int, width: int, height: int) -> list[Box]:
+def normalize_boxes(raw: list[RawBox], num_classes: int, width: int, height: int) -> list[YoloBox]:
     """Convert to YOLO boxes and check them; raises :class:`LabelError` for the first bad one."""
-    out: list[Box] = []
+    out: list[YoloBox] = []
     for b in raw:
         prefix = f"{b.where.rsplit(':', 1)[-1] if ':' in b.where else b.where}"
         at = f"line {prefix}: " if b.form == "yolo" and prefix.isdigit() else (f"{prefix}: " if prefix else "")
@@ -188,7 +188,7 @@ def normalize_boxes(raw: list[RawBox], num_classes: int, width: int, height: int
         if not all(-EPS <= v <= 1 + EPS for v in (cx, cy, w, h, *edges)):
             raise LabelError(ProblemKind.COORDS_OUT_OF_RANGE,
                              f"{at}coordinates outside [0,1] (cx={cx:g} cy={cy:g} w={w:g} h={h:g})")
-        out.append(Box(class_id=b.class_id, cx=_clip(cx), cy=_clip(cy), w=_clip(w), h=_clip(h)))
+        out.append(YoloBox(class_id=b.class_id, cx=_clip(cx), cy=_clip(cy), w=_clip(w), h=_clip(h)))
     return out
 
 

@@ -18,20 +18,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..datasets.manifest import Box
+from ..datasets.manifest import YoloBox
+from ..predictions import Detection
 from ..store import Store
 
 Reason = Literal["low-confidence", "no-detection", "flagged", "sample", "all"]
-
-
-class CapturedDetection(BaseModel):
-    class_id: int
-    class_name: str
-    confidence: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
 
 
 class CaptureRecord(BaseModel):
@@ -45,9 +36,10 @@ class CaptureRecord(BaseModel):
     width: int
     height: int
     classes: list[str] = Field(default_factory=list, description="The model's class names.")
-    detections: list[CapturedDetection] = Field(default_factory=list)
+    detections: list[Detection] = Field(default_factory=list, description="What the model said (records written"
+                                        " before the box was nested, with flat x1..y2, still load).")
     note: str = ""
-    labels: list[Box] | None = Field(default=None, description="Ground truth once labeled.")
+    labels: list[YoloBox] | None = Field(default=None, description="Ground truth once labeled.")
 
 
 def _key(model: str, rec_id: str) -> str:

@@ -25,11 +25,13 @@ import httpx
 from pydantic import BaseModel, SecretStr
 
 from ..datasets import images
-from ..datasets.manifest import Box, DatasetManifest
+from ..datasets.manifest import DatasetManifest, YoloBox
 from ..datasets.validate import LabelError, RawBox, normalize_boxes
 from ..errors import ValidationError, VisionloopError
+from ..files import atomic_write_text
+from ..predictions import Detection
 from ..store import Store
-from .inbox import CaptureRecord, CapturedDetection, list_captures
+from .inbox import CaptureRecord, list_captures
 from .relabel import LabeledImage, commit_labeled
 
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"
@@ -101,22 +103,23 @@ def config_labels(label_config: str) -> list[str]:
     return [el.get("value", "") for el in root.iter("Label")]
 
 
-def detections_to_result(dets: Iterable[CapturedDetection], width: int, height: int) -> list[dict]:
+def detections_to_result(dets: Iterable[Detection], width: int, height: int) -> list[dict]:
     """Pixel xyxy detections → LS rectangle results in percent of the image size."""
     out = []
     for d in dets:
+        b = d.box
         out.append({
             "from_name": FROM_NAME, "to_name": TO_NAME, "type": "rectanglelabels",
             "original_width": width, "original_height": height, "image_rotation": 0,
-            "value": {"x": 100 * d.x1 / width, "y": 100 * d.y1 / height,
-                      "width": 100 * (d.x2 - d.x1) / width, "height": 100 * (d.y2 - d.y1) / height,
+            "value": {"x": 100 * b.x1 / width, "y": 100 * b.y1 / height,
+                      "width": 100 * (b.x2 - b.x1) / width, "height": 100 * (b.y2 - b.y1) / height,
                       "rotation": 0, "rectanglelabels": [d.class_name]},
             "score": d.confidence,
         })
     return out
 
 
-def result_to_boxes(results: list[dict], width: int, height: int, where: str = "") -> tuple[list[Box], list[str]]:
+def result_to_boxes(results: list[dict], width: int, height: int, where: str = "") -> tuple[list[YoloBox], list[str]]:
     """Rectangle results (percent of the image, maybe rotated) → YOLO boxes whose class ids
     index the returned list of names. The geometry is the dataset importer's (one conversion)."""
     names: list[str] = []
@@ -180,10 +183,7 @@ def unlabeled_captures(store: Store, model: str | None) -> list[CaptureRecord]:
 def export_tasks(store: Store, path: Path, model: str | None = None) -> int:
     """Offline: the unlabeled inbox as a Label Studio JSON task file (importable in the UI)."""
     tasks = [capture_task(r, store.get_blob(r.image_sha256)) for r in unlabeled_captures(store, model)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(tasks))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(tasks))
     return len(tasks)
 
 

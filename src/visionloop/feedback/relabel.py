@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..datasets import images
 from ..datasets.catalog import Catalog, CommitResult, DraftImage
-from ..datasets.manifest import Box, DatasetManifest
+from ..datasets.manifest import YoloBox, DatasetManifest
 from ..errors import ValidationError
 from ..store import Store
 from .inbox import CaptureRecord, list_captures
@@ -25,7 +25,7 @@ class LabeledImage:
     ext: str
     width: int
     height: int
-    boxes: list[Box]
+    boxes: list[YoloBox]
     class_names: list[str]
     source: str = ""
     capture_id: str | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from ..feedback.inbox import CaptureRecord
 
@@ -46,6 +46,7 @@ class DriftReport(BaseModel):
     psi_confidence: float
     psi_detections_per_image: float
 
+    @computed_field  # in the JSON too: a script need not redo the comparison
     @property
     def drifted(self) -> bool:
         return max(self.psi_confidence, self.psi_detections_per_image) > self.threshold

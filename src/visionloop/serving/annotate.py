@@ -7,13 +7,13 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .postprocess import class_name
+from ..predictions import Detections, class_name
 
 _PALETTE = [(255, 56, 56), (72, 249, 10), (0, 194, 255), (255, 157, 151), (146, 204, 23), (61, 219, 134),
             (255, 178, 29), (207, 210, 49), (26, 147, 52), (0, 212, 187), (44, 153, 168), (52, 69, 147)]
 
 
-def annotate(rgb: np.ndarray, detections: np.ndarray | None, classes: list[str],
+def annotate(rgb: np.ndarray, detections: Detections | None, classes: list[str],
              top: list[tuple[int, float]] | None = None, quality: int = 90) -> bytes:
     im = Image.fromarray(rgb)
     draw = ImageDraw.Draw(im)
@@ -27,7 +27,8 @@ def annotate(rgb: np.ndarray, detections: np.ndarray | None, classes: list[str],
         draw.rectangle((l - 1, t - 1, r + 1, b + 1), fill=color)
         draw.text((x, y), text, fill=(255, 255, 255), font=font)
 
-    for x1, y1, x2, y2, conf, c in (detections.tolist() if detections is not None else []):
+    dets = detections if detections is not None else Detections.empty()
+    for (x1, y1, x2, y2), conf, c in zip(dets.xyxy.tolist(), dets.conf.tolist(), dets.cls.tolist()):
         color = _PALETTE[int(c) % len(_PALETTE)]
         draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
         label(x1, y1, f"{class_name(classes, int(c))} {conf:.2f}", color)

@@ -18,10 +18,10 @@ from typing import Literal
 import numpy as np
 
 from ..datasets import images
-from ..feedback.inbox import CapturedDetection, CaptureRecord, Reason, count_captures, write_capture
+from ..feedback.inbox import CaptureRecord, Reason, count_captures, write_capture
+from ..predictions import Detection
 from ..store import Store, open_store, sha256_bytes
 from .metrics import Metrics
-from .postprocess import class_name
 
 log = logging.getLogger("visionloop.serving.capture")
 Mode = Literal["none", "low-confidence", "all"]
@@ -59,14 +59,6 @@ def capture_reason(policy: CapturePolicy, confidences: np.ndarray | None, rng: r
     return "all" if policy.mode == "all" else None
 
 
-def to_captured(dets: np.ndarray | None, classes: list[str]) -> list[CapturedDetection]:
-    if dets is None:
-        return []
-    return [CapturedDetection(class_id=int(c), class_name=class_name(classes, int(c)),
-                              confidence=float(s), x1=float(x1), y1=float(y1), x2=float(x2), y2=float(y2))
-            for x1, y1, x2, y2, s, c in dets.tolist()]
-
-
 @dataclass(frozen=True)
 class CaptureJob:
     model: str
@@ -74,7 +66,7 @@ class CaptureJob:
     reason: Reason
     data: bytes
     classes: list[str]
-    detections: list[CapturedDetection]
+    detections: list[Detection]
     note: str = ""
     record_id: str | None = None
 

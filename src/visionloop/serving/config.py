@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, Field
 
 from ..datasets.images import MAX_PIXELS
@@ -21,4 +19,3 @@ class ServeConfig(BaseModel):
     queue: int = Field(default=64, description="Queued + running inference jobs before 503.")
     intra_threads: int | None = Field(default=None, description="onnxruntime intra-op threads per session.")
     spinning: bool | None = Field(default=None, description="onnxruntime thread spinning; default: on with one worker.")
-    hold_file: Path | None = Field(default=None, description="Tests: delay loading while this file exists.")

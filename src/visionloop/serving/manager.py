@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable, TypeVar
 
 from ..errors import VisionloopError
@@ -38,7 +36,6 @@ def _now() -> str:
 class RuntimeOptions:
     intra_threads: int | None = None
     spinning: bool = True
-    hold_file: Path | None = None  # tests: loading waits while this file exists (deterministic /ready)
 
 
 @dataclass(frozen=True)
@@ -131,14 +128,8 @@ class ModelManager:
             self.metrics.swaps.labels(slot.spec.name).inc()
             log.info("model %s: swapped %s -> %s", slot.spec.name, old.version, new.version)
 
-    def _wait_hold(self) -> None:
-        hold = self.options.hold_file
-        while hold is not None and hold.exists() and not self._stop.is_set():
-            time.sleep(0.05)
-
     def load_all(self) -> None:
         """Initial load of every slot (run in a thread at startup; /ready turns 200 at the end)."""
-        self._wait_hold()
         for name, slot in self.slots.items():
             with slot.lock:
                 try:

@@ -3,8 +3,9 @@
 Mirrors ``ultralytics.utils.nms.non_max_suppression`` (best class per box, strict ``> conf``,
 at most ``max_nms`` candidates, class-aware NMS by offsetting boxes per class, ``max_det``)
 and ``ops.scale_boxes`` (separate x/y gains, padding removed, clipped), so the server returns
-what ``YOLO(onnx).predict`` returns. Detections are ``(n, 6)`` float32 rows
-``x1, y1, x2, y2, confidence, class_id``.
+what ``YOLO(onnx).predict`` returns. Inside this module detections are ``(n, 6)`` float32 rows
+``x1, y1, x2, y2, confidence, class_id``; the runtime hands them on as
+:class:`visionloop.predictions.Detections`.
 """
 
 from __future__ import annotations
@@ -89,11 +90,6 @@ def scale_boxes(dets: np.ndarray, lb: Letterbox) -> np.ndarray:
     out[:, [0, 2]] = ((out[:, [0, 2]] - lb.pad_x) / lb.gain_x).clip(0, lb.orig_w)
     out[:, [1, 3]] = ((out[:, [1, 3]] - lb.pad_y) / lb.gain_y).clip(0, lb.orig_h)
     return out
-
-
-def class_name(classes: list[str], class_id: int) -> str:
-    """The name of ``class_id``; its number as text when the model has no name for it."""
-    return classes[class_id] if 0 <= class_id < len(classes) else str(class_id)
 
 
 def top_k(probs: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -13,15 +13,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
 import numpy as np
 
+from ..predictions import Detections, Task
 from .errors import ApiError
 from .postprocess import decode_end2end, decode_yolo_head, scale_boxes, top_k
 from .preprocess import DecodedImage, classify_input, letterbox, to_tensor
-
-Task = Literal["detect", "classify"]
 
 
 class ModelLoadError(Exception):
@@ -55,11 +52,11 @@ class PredictParams:
 
 @dataclass
 class RawPrediction:
-    """Detections ``(n, 6)`` in original pixels, or top-k classes; timings in milliseconds."""
+    """Detections in original pixels, or top-k classes; timings in milliseconds."""
 
     width: int
     height: int
-    detections: np.ndarray | None = None
+    detections: Detections | None = None
     classes: list[tuple[int, float]] | None = None
     timing_ms: dict[str, float] = field(default_factory=dict)
 
@@ -196,7 +193,7 @@ class OnnxModel:
                 dets = decode_end2end(out[0], params.conf, params.max_det)
             else:
                 dets = decode_yolo_head(out[0], params.conf, params.iou, params.max_det)
-            result.detections = scale_boxes(dets, lb)
+            result.detections = Detections.from_rows(scale_boxes(dets, lb))
         t3 = time.perf_counter()
         result.timing_ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
                             "postprocess": (t3 - t2) * 1e3}

@@ -1,10 +1,18 @@
-"""Pydantic request/response models: the HTTP contract, shown in the OpenAPI page at /docs."""
+"""Pydantic request/response models: the HTTP contract, shown in the OpenAPI page at /docs.
+
+A detection on the wire is :class:`visionloop.predictions.Detection` itself (re-exported
+here), so the API, the capture inbox and the parity check share one record.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from ..predictions import ClassScore, Detection, PixelBox, Task  # noqa: F401 (re-exported: the HTTP contract)
+
+REF = "#/components/schemas/{model}"  # request schemas point at models already in the components
 
 
 class ErrorBody(BaseModel):
@@ -14,26 +22,6 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
-
-
-class Box(BaseModel):
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-
-class Detection(BaseModel):
-    class_id: int
-    class_name: str
-    confidence: float
-    box: Box = Field(description="Pixel coordinates in the original image (EXIF orientation applied).")
-
-
-class ClassScore(BaseModel):
-    class_id: int
-    class_name: str
-    confidence: float
 
 
 class ImageSize(BaseModel):
@@ -52,7 +40,7 @@ class Timing(BaseModel):
 class Prediction(BaseModel):
     model: str
     version: str = Field(description="The model version that answered this request.")
-    task: Literal["detect", "classify"]
+    task: Task
     image: ImageSize
     detections: list[Detection] | None = Field(default=None, description="Detection models.")
     classes: list[ClassScore] | None = Field(default=None, description="Classification models: top-k.")

@@ -12,46 +12,11 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, Field
 
 from ..datasets.manifest import DatasetManifest
 from ..datasets.split import Split
 from ..errors import ValidationError
-
-
-class ClassAP(BaseModel):
-    name: str
-    ap50: float
-    ap50_95: float
-
-
-class EvalResult(BaseModel):
-    model: str = Field(description="The ONNX file evaluated.")
-    data: str = Field(description="Dataset ref (N@V) or data.yaml path.")
-    split: str = Field(description="The split evaluated (test unless asked otherwise).")
-    images: int
-    instances: int
-    imgsz: int
-    map50: float
-    map50_95: float
-    precision: float
-    recall: float
-    per_class: list[ClassAP]
-    speed_ms: dict[str, float] = Field(description="Per image: preprocess, inference, postprocess.")
-
-    def metric_tags(self) -> dict[str, str]:
-        """Registry tags: ``metrics.map50`` etc. plus the split and its size."""
-        tags = {f"metrics.{k}": f"{getattr(self, k):.5f}" for k in ("map50", "map50_95", "precision", "recall")}
-        tags["metrics.inference_ms"] = f"{self.speed_ms.get('inference', 0.0):.3f}"
-        tags["eval.split"] = self.split
-        tags["eval.images"] = str(self.images)
-        tags["eval.per_class_ap50_95"] = json.dumps({c.name: round(c.ap50_95, 5) for c in self.per_class})
-        return tags
-
-    def mlflow_metrics(self) -> dict[str, float]:
-        out = {f"test/{k}": float(getattr(self, k)) for k in ("map50", "map50_95", "precision", "recall")}
-        out["test/inference_ms"] = float(self.speed_ms.get("inference", 0.0))
-        return out
+from ..evaluation import ClassAP, EvalResult
 
 
 def _split_yaml(data_yaml: Path, split: Split, work_dir: Path) -> tuple[Path, list[str], int]:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from ..errors import VisionloopError
+from ..files import atomic_write_bytes
+from ..predictions import Detections
+from ..registry.card import ParitySummary
 
 # Opset 17 runs on every onnxruntime our dependency bound allows (>= 1.17 supports up to 20)
 # and is what ultralytics itself picks for recent torch; pinned so exports are reproducible.
@@ -36,27 +40,35 @@ class ExportResult:
     metadata: dict[str, str]
 
 
-@dataclass(frozen=True)
-class Detections:
-    """Boxes of one image: xyxy pixels (N, 4), confidences (N,), class ids (N,)."""
+class ParityReport(ParitySummary):
+    """PyTorch vs onnxruntime on the same images, both ways; ``ties`` counts boxes whose twin
+    lost an NMS tie to a near-identical neighbour. The card keeps the summary without the
+    mismatches (a version is only registered when there are none)."""
 
-    xyxy: np.ndarray
-    conf: np.ndarray
-    cls: np.ndarray
-
-
-@dataclass
-class ParityReport:
-    images: int
     compared: int = 0
-    ties: int = 0  # boxes whose twin lost an NMS tie to a near-identical neighbour
-    min_iou: float = 1.0
-    max_conf_diff: float = 0.0
-    mismatches: list[str] = field(default_factory=list)
+    mismatches: list[str] = Field(default_factory=list)
+
+    def card_summary(self) -> ParitySummary:
+        return ParitySummary.model_validate(self.model_dump(exclude={"mismatches"}))
 
     @property
     def ok(self) -> bool:
         return self.compared > 0 and not self.mismatches
+
+    def summary(self) -> str:
+        return (f"parity on {self.images} images: {self.compared} boxes, "
+                f"min IoU {self.min_iou:.4f}, max conf diff {self.max_conf_diff:.2g}")
+
+
+class ExportOutcome(BaseModel):
+    """What the export step produced: the checked ONNX file (the export step's done-marker)."""
+
+    onnx: Path
+    opset: int
+    parity: ParityReport
+
+    def summary(self) -> str:
+        return f"opset {self.opset}; {self.parity.summary()}"
 
 
 def read_metadata(onnx_path: Path) -> dict[str, str]:
@@ -76,9 +88,7 @@ def write_metadata(onnx_path: Path, extra: dict[str, str]) -> dict[str, str]:
     del m.metadata_props[:]
     for k, v in props.items():
         m.metadata_props.add(key=k, value=v)
-    tmp = onnx_path.with_suffix(".tmp.onnx")
-    onnx.save(m, str(tmp))
-    tmp.replace(onnx_path)
+    atomic_write_bytes(onnx_path, m.SerializeToString())
     return props
 
 

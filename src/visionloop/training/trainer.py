@@ -22,9 +22,11 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
+
+from pydantic import BaseModel, Field
 
 from ..errors import NotFoundError, ValidationError, VisionloopError
 from .config import TrainConfig
@@ -41,14 +43,16 @@ class EpochMetrics:
     metrics: dict[str, float]
 
 
-@dataclass(frozen=True)
-class TrainOutput:
+class TrainOutput(BaseModel):
+    """What a training left on disk (the train step's done-marker; the history is not stored:
+    a cached training replays it from results.csv)."""
+
     save_dir: Path
     best_pt: Path
     log_file: Path
     epochs_run: int
-    final_metrics: dict[str, float]  # validation of best.pt after training
-    history: list[EpochMetrics] = field(default_factory=list)
+    final_metrics: dict[str, float] = Field(description="Validation of best.pt after training.")
+    history: list[EpochMetrics] = Field(default_factory=list, exclude=True)
 
     @property
     def plots(self) -> list[Path]:
@@ -250,4 +254,5 @@ def train(
     if not best.exists():
         raise VisionloopError(f"training finished without saving weights (see {log_file})")
     final = {clean_metric_name(k): float(v) for k, v in (trainer.metrics or {}).items()}
-    return TrainOutput(Path(trainer.save_dir), best, log_file, len(history), final, history)
+    return TrainOutput(save_dir=Path(trainer.save_dir), best_pt=best, log_file=log_file, epochs_run=len(history),
+                       final_metrics=final, history=history)

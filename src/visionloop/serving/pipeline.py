@@ -1,0 +1,149 @@
+"""One prediction in the litserve shape: decode → run_model → encode, then observe.
+
+``decode`` and ``run_model`` (and drawing) run on an inference thread of the
+:class:`InferencePool`; ``encode`` and ``observe`` are cheap and run on the event loop. Every
+route (predict, annotated, batch, compare, ``/detect``, feedback) is made of these pieces.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import Request
+
+from ..predictions import ClassScore, class_name
+from ..settings import get_settings
+from .annotate import annotate
+from .capture import CaptureJob, CaptureWriter
+from .config import ServeConfig
+from .errors import ApiError
+from .manager import InferencePool, LoadedModel, ModelManager, RuntimeOptions
+from .metrics import Metrics
+from .preprocess import DecodedImage, decode_image
+from .runtime import PredictParams, RawPrediction
+from .schemas import ImageSize, Prediction, Timing
+from .sources import parse_spec
+
+STAGES = ("decode", "preprocess", "inference", "postprocess", "total")
+WIRE_DIGITS = 2  # pixels to 2 decimals, confidences to 5 (the JSON the API promises)
+
+
+@dataclass
+class ServerState:
+    config: ServeConfig
+    manager: ModelManager
+    pool: InferencePool
+    metrics: Metrics
+    captures: CaptureWriter
+    admin_token: str = ""  # empty: reload is disabled
+
+
+def build_state(config: ServeConfig) -> ServerState:
+    metrics = Metrics()
+    spinning = config.spinning if config.spinning is not None else config.workers == 1
+    manager = ModelManager([parse_spec(m) for m in config.models], RuntimeOptions(config.intra_threads, spinning),
+                           metrics)
+    token = get_settings().admin_token
+    return ServerState(config, manager, InferencePool(config.workers, config.queue, metrics), metrics,
+                       CaptureWriter(config.capture, metrics, config.store_url),
+                       token.get_secret_value() if token else "")
+
+
+def state_of(request: Request) -> ServerState:
+    """FastAPI dependency: the app's state (one per ``create_app``)."""
+    return request.app.state.vl
+
+
+# -- on an inference thread ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Decoded:
+    image: DecodedImage
+    ms: float
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One image through one model: the raw answer, the decode time, the JPEG when drawn."""
+
+    raw: RawPrediction
+    decode_ms: float
+    jpeg: bytes | None = None
+
+
+def decode(data: bytes, max_pixels: int) -> Decoded:
+    t0 = time.perf_counter()
+    image = decode_image(data, max_pixels)
+    return Decoded(image, (time.perf_counter() - t0) * 1e3)
+
+
+def run_model(loaded: LoadedModel, image: DecodedImage, params: PredictParams) -> RawPrediction:
+    return loaded.model.predict(image, params)
+
+
+def infer(loaded: LoadedModel, data: bytes, params: PredictParams, max_pixels: int, draw: bool = False) -> Ran:
+    """decode → run_model (→ draw): the job one predict request hands to the pool."""
+    decoded = decode(data, max_pixels)
+    raw = run_model(loaded, decoded.image, params)
+    jpeg = annotate(decoded.image.rgb, raw.detections, loaded.model.info.classes, raw.classes) if draw else None
+    return Ran(raw, decoded.ms, jpeg)
+
+
+def infer_each(loaded: LoadedModel, items: list[bytes], params: PredictParams, max_pixels: int) -> list[Ran | ApiError]:
+    """A batch: each image on its own, a bad one fails only its item."""
+    out: list[Ran | ApiError] = []
+    for data in items:
+        try:
+            out.append(infer(loaded, data, params, max_pixels))
+        except ApiError as exc:
+            out.append(exc)
+    return out
+
+
+def infer_all(models: dict[str, LoadedModel | ApiError], data: bytes, params: PredictParams,
+              max_pixels: int) -> tuple[Decoded, dict[str, RawPrediction | ApiError]]:
+    """Compare: one decode, then every model that is ready (the others keep their error)."""
+    decoded = decode(data, max_pixels)
+    return decoded, {n: run_model(m, decoded.image, params) if isinstance(m, LoadedModel) else m
+                     for n, m in models.items()}
+
+
+# -- on the event loop -----------------------------------------------------------------------
+def encode(loaded: LoadedModel, raw: RawPrediction, decode_ms: float, started: float) -> Prediction:
+    """The wire form; ``started`` is when the request arrived (``perf_counter``)."""
+    classes = loaded.model.info.classes
+    dets = raw.detections.to_records(classes, WIRE_DIGITS) if raw.detections is not None else None
+    top = None
+    if raw.classes is not None:
+        top = [ClassScore(class_id=c, class_name=class_name(classes, c), confidence=round(p, WIRE_DIGITS + 3))
+               for c, p in raw.classes]
+    t = raw.timing_ms
+    timing = Timing(decode=round(decode_ms, 3), preprocess=round(t["preprocess"], 3), inference=round(t["inference"], 3),
+                    postprocess=round(t["postprocess"], 3), total=round((time.perf_counter() - started) * 1e3, 3))
+    return Prediction(model=loaded.name, version=loaded.version, task=loaded.model.info.task,
+                      image=ImageSize(width=raw.width, height=raw.height), detections=dets, classes=top, timing_ms=timing)
+
+
+def observe(st: ServerState, loaded: LoadedModel, raw: RawPrediction, pred: Prediction, data: bytes) -> None:
+    """Stage latencies, per-class counts and confidences; a capture when the policy wants one."""
+    m, name, classes = st.metrics, loaded.name, loaded.model.info.classes
+    for stage in STAGES:
+        m.stage.labels(name, stage).observe(getattr(pred.timing_ms, stage) / 1e3)
+    if raw.detections is not None:
+        confs = raw.detections.conf
+        ids, counts = np.unique(raw.detections.cls, return_counts=True)
+        for c, n in zip(ids.tolist(), counts.tolist()):
+            m.detections.labels(name, class_name(classes, c)).inc(n)
+    else:  # classification: the top-1 probability stands for the answer's confidence
+        confs = np.array([raw.classes[0][1]]) if raw.classes else np.zeros(0)
+    for s in confs.tolist():
+        m.confidence.labels(name).observe(s)
+    reason = st.captures.reason(confs)
+    if reason:
+        dets = raw.detections.to_records(classes) if raw.detections is not None else []
+        st.captures.submit(CaptureJob(name, loaded.version, reason, data, list(classes), dets))
+
+
+def count(st: ServerState, model: str, version: str, endpoint: str, status: int) -> None:
+    st.metrics.requests.labels(model, version, endpoint, str(status)).inc()
