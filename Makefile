@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test install labelstudio bench clean
+.PHONY: demo test install labelstudio studio bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 labelstudio:
 	bash scripts/labelstudio.sh install
+
+# the project's own Label Studio on 127.0.0.1:8080 (README: "One round by hand")
+studio: $(STAMP) labelstudio
+	$(VENV)/bin/visionloop label studio
 
 test: $(STAMP) labelstudio
 	$(PY) -m pytest -q tests

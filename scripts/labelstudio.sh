@@ -2,6 +2,8 @@
 # Label Studio in its own virtualenv (.ls-venv), apart from the project's dependencies.
 #   scripts/labelstudio.sh install            install once; reused when present
 #   scripts/labelstudio.sh start PORT DATADIR USER PASSWORD TOKEN
+#   scripts/labelstudio.sh serve PORT DATADIR   (user, password, token from LABEL_STUDIO_USERNAME,
+#        LABEL_STUDIO_PASSWORD, LABEL_STUDIO_USER_TOKEN: secrets stay off the command line)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LS_VENV=${LS_VENV:-.ls-venv}
@@ -20,5 +22,12 @@ case "${1:-}" in
     exec "$LS_VENV/bin/label-studio" start --no-browser --internal-host 127.0.0.1 --port "$port" \
       --username "$user" --password "$password" --user-token "$token" --enable-legacy-api-token
     ;;
-  *) echo "usage: $0 install | start PORT DATADIR USER PASSWORD TOKEN" >&2; exit 2 ;;
+  serve)
+    port=$2; data=$3
+    : "${LABEL_STUDIO_USERNAME:?}" "${LABEL_STUDIO_PASSWORD:?}" "${LABEL_STUDIO_USER_TOKEN:?}"
+    export LABEL_STUDIO_BASE_DATA_DIR="$data"
+    exec "$LS_VENV/bin/label-studio" start --no-browser --internal-host 127.0.0.1 --port "$port" \
+      --enable-legacy-api-token
+    ;;
+  *) echo "usage: $0 install | start PORT DATADIR USER PASSWORD TOKEN | serve PORT DATADIR" >&2; exit 2 ;;
 esac

@@ -23,7 +23,7 @@ from visionloop.datasets.catalog import Catalog, DraftImage
 from visionloop.datasets.manifest import YoloBox
 from visionloop.datasets.split import assign_split
 from visionloop.feedback import labelstudio as lsmod
-from visionloop.feedback.inbox import CaptureRecord, list_captures, write_capture
+from visionloop.feedback.inbox import CaptureRecord, count_by_state, list_captures, write_capture
 from visionloop.predictions import Detection, PixelBox
 from visionloop.store import open_store, sha256_bytes
 
@@ -201,6 +201,7 @@ def test_push_annotate_pull_round_trip(label_studio, vl_home):
     tasks = _tasks(url, pid)
     assert sorted(t["data"][lsmod.CAPTURE_KEY] for t in tasks) == sorted(caps)
     assert all(t["total_predictions"] == 1 for t in tasks)
+    assert {r.id: r.state for r in list_captures(open_store(), "m")} == dict.fromkeys(caps, "in_labeling")
 
     again = run_cli("label", "push", "--url", url, "--project", "shapes-review", "--data", "shapes", env=env)
     assert again.returncode == 0, again.stderr
@@ -236,10 +237,18 @@ def test_push_annotate_pull_round_trip(label_studio, vl_home):
         want = np.array([[b.cx, b.cy, b.w, b.h] for b in gt])
         assert np.allclose(got, want, atol=1e-6)
 
-    # pulling again adds nothing
+    # the annotated captures went into shapes@2 (archived); the open one still waits for its annotator
+    states = {c.image_sha256: (c.state, c.dataset) for c in list_captures(store, "m", archived=True)}
+    assert sorted(states.values()) == [("in_dataset", "shapes@2")] * 3 + [("in_labeling", None)]
+    assert all(states[sha] == ("in_dataset", "shapes@2") for sha in done)
+    assert count_by_state(store, "m") == {"pending": 0, "in_labeling": 1, "labeled": 0, "in_dataset": 3,
+                                          "discarded": 0}
+
+    # pulling again adds nothing and moves nothing
     r = run_cli("label", "pull", "--url", url, "--project", "shapes-review", "--data", "shapes", env=env)
     assert r.returncode == 0 and "unchanged" in r.stdout
     assert Catalog(store).versions("shapes") == [1, 2]
+    assert {c.image_sha256: (c.state, c.dataset) for c in list_captures(store, "m", archived=True)} == states
 
 
 def test_bad_token_unreachable_and_unknown_class(label_studio, vl_home):

@@ -6,6 +6,7 @@ Real training (tiny: generated shapes at 96 px), real registry, the CLI as a use
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from conftest import run_cli
@@ -55,14 +56,20 @@ def test_loop_turn_trains_compares_promotes_then_has_nothing_to_do(champion, tmp
     with isolated_home(champion):
         shas = _labeled_captures(60, seed=77)
     report = tmp_path / "report.md"
+    # a gate that lets any challenger through: this test is the loop's mechanics (the gate's own
+    # noise resistance is test_gate.py's); 3 epochs against 1 is no clear gain at this size
+    config = tmp_path / "visionloop.yaml"
+    config.write_text("gate:\n  min_delta: -1.0\n  max_class_drop: 1.0\n")
     r = run_cli("loop", "--data", "loopdata", "--model", "loopm", "--epochs", "3", "--report", str(report),
-                env=_env(champion), cwd=tmp_path)
+                "--config", str(config), env=_env(champion), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     err = r.stderr
+    assert "▸ train: loopm on loopdata@2" in err  # each step says when it starts
     assert "labels: 60 labeled captures (60 new images) → loopdata@2" in err
     assert "train: loopm/2 trained on loopdata@2" in err
     assert "compare: loopm/1 vs loopm/2 on loopdata@2" in err
-    assert "promote: loopm@champion 1 → 2 (gate passed)" in err
+    assert "promote: loopm@champion 1 → 2 (gate passed)" in err, err[-3000:]
+    assert re.search(r"compare: .*\[[-+]\d\.\d{4}, [-+]\d\.\d{4}\] \(95% interval\)", err)
     assert f"report: wrote {report}" in err
 
     with isolated_home(champion):
@@ -81,7 +88,13 @@ def test_loop_turn_trains_compares_promotes_then_has_nothing_to_do(champion, tmp
     again = run_cli("loop", "--data", "loopdata", "--model", "loopm", "--report", str(report),
                     env=_env(champion), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "already in loopdata@2" in again.stderr and "nothing new to learn" in again.stderr
+    # the captures moved to in_dataset (archived, with the version that took them): nothing waits
+    assert "no labeled captures in the inbox of loopm" in again.stderr and "nothing new to learn" in again.stderr
+    with isolated_home(champion):
+        from visionloop.feedback.inbox import list_captures
+
+        taken = list_captures(open_store(), "loopm", archived=True, states={"in_dataset"})
+        assert {r.image_sha256 for r in taken} >= set(shas) and {r.dataset for r in taken} == {"loopdata@2"}
     with isolated_home(champion):
         assert [v.version for v in registry.list_versions("loopm")] == ["1", "2"]
 
@@ -119,3 +132,87 @@ def test_loop_with_unreachable_label_studio_writes_nothing(champion, tmp_path):
     with isolated_home(champion):
         assert Catalog(open_store()).latest("loopdata").version == latest_before
     assert os.listdir(tmp_path) == []
+
+
+def _versions(home) -> tuple[list[int], list[str]]:
+    with isolated_home(home):
+        return Catalog(open_store()).versions("loopdata"), [v.version for v in registry.list_versions("loopm")]
+
+
+def _kill_at(args: list[str], env: dict, cwd, pattern: str, timeout: float = 300) -> str:
+    """Run the real ``visionloop ARGS``, read its stderr line by line and SIGKILL it from outside
+    as soon as a line matches ``pattern`` (a step has started); returns what it printed."""
+    import signal
+    import subprocess
+    import threading
+
+    from conftest import VISIONLOOP
+
+    p = subprocess.Popen([*VISIONLOOP, *args], env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    guard = threading.Timer(timeout, p.kill)  # bounded even when the line never comes
+    guard.start()
+    seen: list[str] = []
+    try:
+        for line in p.stderr:
+            seen.append(line)
+            if re.search(pattern, line):
+                p.kill()
+                break
+    finally:
+        guard.cancel()
+        p.wait()
+        p.stderr.close()
+    text = "".join(seen)
+    assert re.search(pattern, text, re.M) and p.returncode == -signal.SIGKILL, (pattern, p.returncode, text[-3000:])
+    return text
+
+
+def test_sigkill_in_each_step_then_rerun_has_no_duplicates(tmp_path):
+    """The real loop process killed with SIGKILL from outside as each step starts (labels, train,
+    mid-training, compare + gate + promote, report), each time started again: it finishes, and
+    every dataset and model version exists exactly once."""
+    from visionloop.feedback.inbox import count_by_state
+
+    home = tmp_path / "home"
+    with isolated_home(home):
+        make_dataset("loopdata", 40, seed=5)
+        assert train("loopdata@1", "loopm", epochs=1, batch=8) == "1"
+        _labeled_captures(20, seed=55)
+    args = ["loop", "--data", "loopdata", "--model", "loopm", "--epochs", "2", "--report", str(tmp_path / "r.md")]
+
+    def in_dataset() -> int:
+        with isolated_home(home):
+            counts = count_by_state(open_store(), "loopm")
+        assert sum(counts.values()) == 20, counts  # no capture lost, none counted twice
+        return counts["in_dataset"]
+
+    _kill_at(args, _env(home), tmp_path, r"^▸ labels:")
+    data, models = _versions(home)
+    assert data in ([1], [1, 2]) and models == ["1"]  # killed before or while the version was made
+
+    _kill_at(args, _env(home), tmp_path, r"^▸ train: loopm on loopdata@2")
+    assert _versions(home) == ([1, 2], ["1"]) and in_dataset() == 20
+
+    _kill_at(args, _env(home), tmp_path, r"^\s*epoch 1/2 ")  # in the middle of the training
+    assert _versions(home) == ([1, 2], ["1"]) and in_dataset() == 20
+
+    _kill_at(args, _env(home), tmp_path, r"^▸ compare: loopm/2 against loopm/1")  # trained, registered
+    assert _versions(home) == ([1, 2], ["1", "2"])
+    with isolated_home(home):
+        assert registry.get_alias("loopm", "champion") == "1"
+
+    # the training is found again (registered, by its cache key): compare + gate + promote, then killed
+    err = _kill_at(args, _env(home), tmp_path, r"^▸ report:")
+    assert "already holds this training" in err or "cached" in err
+    assert _versions(home) == ([1, 2], ["1", "2"])
+
+    final = run_cli(*args, env=_env(home), cwd=tmp_path)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert _versions(home) == ([1, 2], ["1", "2"]) and in_dataset() == 20
+    with isolated_home(home):
+        champion = registry.get_alias("loopm", "champion")
+    if champion == "2":  # promoted before the kill: nothing left to learn
+        assert "nothing new to learn" in final.stderr
+    else:  # the gate refused: the same decision again, with the report this time
+        assert "gate refused" in final.stderr and (tmp_path / "r.md").is_file()

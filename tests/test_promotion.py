@@ -53,8 +53,8 @@ def test_compare_prints_table_and_json(models, monkeypatch):
     from visionloop.training import evaluate
 
     calls = []
-    real = evaluate.evaluate_model
-    monkeypatch.setattr(evaluate, "evaluate_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = evaluate.run_evaluation
+    monkeypatch.setattr(evaluate, "run_evaluation", lambda *a, **k: calls.append(a) or real(*a, **k))
     with isolated_home(models["home"]):
         trained = registry.get_card("shapes/2").eval
         ev = promotion.evaluate_cached(registry.resolve_model("shapes/2"),

@@ -28,6 +28,7 @@ def home(tmp_path_factory) -> Path:
 def server(tiny_model, home, tmp_path_factory):
     srv = Server([f"shapes={tiny_model.onnx}"], tmp_path_factory.mktemp("logs"),
                  "--capture", "low-confidence", "--capture-range", "0.0,1.0", "--capture-max", "5",
+                 "--capture-full", "drop-oldest",
                  env={"VISIONLOOP_HOME": str(home)})
     yield srv
     srv.stop()
@@ -195,7 +196,7 @@ def test_captures_land_in_the_inbox_and_feedback_is_flagged(server, tiny_model, 
     assert server.client.post("/v1/feedback", json={"image": "!!"}).status_code == 400
     assert server.client.post("/v1/feedback", json={"model": "ghost", "image": "aGk="}).status_code == 404
 
-    from visionloop.feedback.inbox import list_captures
+    from visionloop.feedback.inbox import count_by_state, list_captures
     from visionloop.store import Store
 
     store = Store(str(home / "store"))
@@ -208,14 +209,18 @@ def test_captures_land_in_the_inbox_and_feedback_is_flagged(server, tiny_model, 
     flagged = [r for r in records if r.id == rec_id]
     assert flagged and flagged[0].reason == "flagged" and flagged[0].note == "missed the circle"
     auto = [r for r in records if r.reason != "flagged"]
-    assert len(auto) == 5  # --capture-max 5: the rest were dropped and counted
+    assert len(auto) == 4  # --capture-max 5 counts the flag too; drop-oldest made room for the newest
     assert all(r.reason == "low-confidence" and r.detections and r.version.startswith("file:") for r in auto)
-    assert all(store.has_blob(r.image_sha256) for r in auto)
+    assert all(store.has_blob(r.image_sha256) and r.state == "pending" for r in auto)
     assert store.get_blob(flagged[0].image_sha256) == data  # the exact bytes that were sent
-    assert server.metric("visionloop_captures_dropped_total", model="shapes", why="inbox_full") >= 1
+    discarded = server.metric("visionloop_captures_discarded_total", model="shapes")
+    assert discarded >= 1 and server.metric("visionloop_captures_waiting", model="shapes") == 5
+    counts = count_by_state(store, "shapes")  # nothing lost: discarded ones are archived
+    assert counts["pending"] == 5 and counts["discarded"] == discarded
+    assert sum(counts.values()) == server.metric("visionloop_captures_total", model="shapes")
     listing = run_cli("data", "inbox", "--model", "shapes", env={"VISIONLOOP_HOME": str(home), "COLUMNS": "250"})
     out, code = listing.stdout, listing.returncode
-    assert code == 0 and rec_id in out and "flagged" in out and "low-confidence" in out
+    assert code == 0 and rec_id in out and "flagged" in out and "low-confidence" in out and "discarded" in out
 
 
 def test_failing_store_never_fails_predictions(tiny_model, tmp_path):
@@ -232,6 +237,10 @@ def test_failing_store_never_fails_predictions(tiny_model, tmp_path):
         while srv.metric("visionloop_captures_dropped_total", why="store_error") < 4 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert srv.metric("visionloop_captures_dropped_total", why="store_error") == 4
+        deadline = time.monotonic() + 15  # the prediction log's batch (every 5 s) fails too: counted, not raised
+        while srv.metric("visionloop_predlog_dropped_total") < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert srv.metric("visionloop_predlog_dropped_total", why="write_failed") == 4
         assert srv.client.get("/health").status_code == 200
     finally:
         srv.stop()

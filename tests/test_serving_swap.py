@@ -94,8 +94,12 @@ def _register_two_versions(tiny_model, tmp_path) -> None:
     assert registry.get_alias("shapes", "champion") == "1"
 
 
+def _status(srv: Server) -> dict:
+    return srv.client.get("/v1/models").json()["models"][0]
+
+
 def _version(srv: Server) -> str:
-    return srv.client.get("/v1/models").json()["models"][0]["version"]
+    return _status(srv)["version"]
 
 
 def test_registry_alias_reload_and_watch(tiny_model, tmp_path, vl_home):
@@ -112,11 +116,11 @@ def test_registry_alias_reload_and_watch(tiny_model, tmp_path, vl_home):
         registry.set_alias("shapes", "champion", "2")
         r = srv.client.post("/v1/models/shapes/reload", headers=AUTH)
         assert r.status_code == 200 and r.json() == {"name": "shapes", "previous_version": "1", "version": "2",
-                                                     "swapped": True, "classes_changed": False}
+                                                     "swapped": True, "classes_changed": False, "pinned": False}
         data = tiny_model.test_images[0].read_bytes()
         assert srv.client.post("/detect", files={"file": ("a.png", data)}).json()["version"] == "2"
         pinned = srv.client.post("/v1/models/shapes/reload", json={"version": "1"}, headers=AUTH)
-        assert pinned.status_code == 200 and pinned.json()["version"] == "1"
+        assert pinned.status_code == 200 and pinned.json()["version"] == "1" and pinned.json()["pinned"] is True
         missing = srv.client.post("/v1/models/shapes/reload", json={"version": "99"}, headers=AUTH)
         assert missing.status_code == 404 and _version(srv) == "1"
         deadline = time.monotonic() + 30  # the watcher polls every 0.5 s
@@ -124,6 +128,22 @@ def test_registry_alias_reload_and_watch(tiny_model, tmp_path, vl_home):
             time.sleep(0.2)
         assert _version(watcher) == "2"
         assert watcher.client.post("/detect", files={"file": ("a.png", data)}).json()["version"] == "2"
+
+        # a manual pin holds against the alias until it is released
+        pin = watcher.client.post("/v1/models/shapes/reload", json={"version": "1"}, headers=AUTH)
+        assert pin.status_code == 200 and pin.json()["pinned"] is True and _version(watcher) == "1"
+        polls = {_status(watcher)["last_check_at"]}
+        deadline = time.monotonic() + 20
+        while len(polls) < 3 and time.monotonic() < deadline:  # at least two polls since the pin
+            time.sleep(0.2)
+            polls.add(_status(watcher)["last_check_at"])
+        assert len(polls) >= 3 and _version(watcher) == "1" and _status(watcher)["pinned"] is True
+        bad = watcher.client.post("/v1/models/shapes/reload", json={"version": "2", "unpin": True}, headers=AUTH)
+        assert bad.status_code == 422
+        released = watcher.client.post("/v1/models/shapes/reload", json={"unpin": True}, headers=AUTH)
+        assert released.status_code == 200, released.text
+        assert released.json()["version"] == "2" and released.json()["swapped"] and not released.json()["pinned"]
+        assert _status(watcher)["pinned"] is False and _status(watcher)["watch_errors"] == 0
     finally:
         srv.stop()
         watcher.stop()

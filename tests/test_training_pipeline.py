@@ -316,3 +316,66 @@ def test_zip_data_is_imported_on_the_fly(vl_home, tmp_path):
     assert resolve_or_import(str(zpath), None).ref == "hand-signs@1"  # unchanged content: no new version
     assert resolve_or_import(str(zpath), 64, "signs").ref == "signs@1"
     assert all(i.width == 64 for i in resolve_or_import("signs@1", None).images)
+
+
+def _plan_key(model: str, data: str = "keys@1") -> str:
+    from visionloop.training.config import build_config
+    from visionloop.training.events import NullEvents
+    from visionloop.training.pipeline import Pipeline
+
+    cfg = build_config({}, {"data": data, "model": model, "epochs": 1, "imgsz": 64, "device": "cpu", "batch": 4})
+    return Pipeline(cfg, NullEvents())._plan().cache.key
+
+
+def test_cache_key_follows_the_weights_content_not_their_path(vl_home, tmp_path):
+    """Same path with new content: a new key (retrains); same content at another path: the same key (cached)."""
+    from visionloop.datasets import synthetic
+    from visionloop.store import open_store
+
+    synthetic.commit_generated(open_store(), "keys", 12, seed=2, size=64)
+    a, b = tmp_path / "a" / "base.pt", tmp_path / "b" / "other.pt"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    a.write_bytes(b"weights one")
+    first = _plan_key(str(a))
+    b.write_bytes(b"weights one")
+    assert _plan_key(str(b)) == first  # moved or copied: still cached
+    a.write_bytes(b"weights two")
+    assert _plan_key(str(a)) != first  # overwritten in place: retrains
+    # a local architecture .yaml keys on its text (and name: it carries the scale)
+    y = tmp_path / "yolo11n.yaml"
+    y.write_text(yaml.safe_dump({"nc": 3}))
+    k1 = _plan_key(str(y))
+    y.write_text(yaml.safe_dump({"nc": 4}))
+    assert _plan_key(str(y)) != k1
+    assert _plan_key("yolo11n.yaml") != _plan_key("yolo11s.yaml")
+
+
+def test_code_version_covers_materialize_and_manifest(monkeypatch, tmp_path):
+    import shutil
+
+    from visionloop.training import cache
+
+    pkg = tmp_path / "visionloop"
+    shutil.copytree(cache._PKG, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "_PKG", pkg)
+    before = cache.code_version()
+    assert cache.ultralytics_version() in before
+    for rel in ("datasets/materialize.py", "datasets/manifest.py", "training/trainer.py"):
+        f = pkg / rel
+        f.write_text(f.read_text() + "\n# changed\n")
+        after = cache.code_version()
+        assert after != before, rel
+        before = after
+    (pkg / "serving" / "app.py").write_text("# serving does not change a training\n")
+    assert cache.code_version() == before
+
+
+def test_data_name_never_means_a_folder_in_the_current_directory(tmp_path, monkeypatch):
+    from visionloop.datasets.ingest import is_import_source
+
+    (tmp_path / "shapes").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert not any(is_import_source(s) for s in ("shapes", "shapes@2", "rps.v2"))
+    assert all(is_import_source(s) for s in ("./shapes", "/abs/shapes", "exports/x", "x.zip", "s3://b/x.zip",
+                                             "data.yaml", "~/x"))

@@ -174,9 +174,10 @@ def _send_unseen(server: ServerProcess, opts: DemoOptions, rng: np.random.Genera
     return truth
 
 
-def _label_from_truth(store: Store, records: list[CaptureRecord], truth: dict[str, list[YoloBox]]) -> int:
-    """Give each capture the generator's boxes (in the model's class order); returns how many."""
-    from .feedback.inbox import update_capture
+def label_from_truth(store: Store, records: list[CaptureRecord], truth: dict[str, list[YoloBox]]) -> int:
+    """Give each capture the generator's boxes (in the model's class order), as an annotator
+    would: the capture moves to ``labeled``; returns how many."""
+    from .feedback.inbox import label_capture
 
     labeled = 0
     for r in records:
@@ -184,8 +185,8 @@ def _label_from_truth(store: Store, records: list[CaptureRecord], truth: dict[st
         if gt is None:
             continue
         names = r.classes or synthetic.CLASSES
-        r.labels = [b.model_copy(update={"class_id": names.index(synthetic.CLASSES[b.class_id])}) for b in gt]
-        update_capture(store, r)
+        label_capture(store, r, [b.model_copy(update={"class_id": names.index(synthetic.CLASSES[b.class_id])})
+                                 for b in gt])
         labeled += 1
     return labeled
 
@@ -239,21 +240,25 @@ def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], trai
         rng = np.random.default_rng(opts.seed + 1000)
         truth = _send_unseen(server, opts, rng)
         captured = _wait_captures(store)
-        records = [r for r in list_captures(store, MODEL) if r.labels is None]
+        records = list_captures(store, MODEL, states={"pending"})
         reasons = Counter(r.reason for r in records)
         say(f"4. sent {opts.unseen} unseen images; the server captured {len(records)} "
             f"({', '.join(f'{n} {k}' for k, n in reasons.items()) or 'none'})")
 
         # 5. label the captures. A human would do this in Label Studio (`visionloop label push/pull`);
         #    the demo knows the generator's exact boxes and uses them as the annotator's answer.
-        labeled = _label_from_truth(store, records, truth)
+        labeled = label_from_truth(store, records, truth)
         say(f"5. labeled {labeled} captures from the generator's ground truth "
             "(standing in for a human annotator in Label Studio)")
 
         # 6-9. one turn of the loop: v2 → retrain (longer) → compare → promote → report
         opts_loop = loop_mod.LoopOptions(data=DATASET, model=MODEL, train_overrides={"epochs": opts.v2_epochs},
                                          gate=Gate(), report=home / "report.md")
-        res = loop_mod.run_iteration(opts_loop, lambda s: say(f"   {s.name}: {s.detail}"), training)
+        def step(s: loop_mod.Step) -> None:  # the outcomes only: a stage line each
+            if s.status != "started":
+                say(f"   {s.name}: {s.detail}")
+
+        res = loop_mod.run_iteration(opts_loop, step, training)
         if res.trained is None:
             raise VisionloopError("the loop trained nothing")
         promoted = res.promoted

@@ -20,6 +20,7 @@ from .datasets.manifest import DatasetManifest
 from .evaluation import LABELS, EvalResult
 from .files import atomic_write_text
 from .promotion import Comparison, GateDecision
+from .promotion.gate import fmt_interval as _interval
 
 if TYPE_CHECKING:
     from .training.pipeline import PipelineResult
@@ -114,6 +115,25 @@ def _eval_rows(ev: EvalResult, between: list[str] | None = None) -> list[str]:
     return rows + [f"| AP50-95 {c.name} | {_fmt(c.ap50_95)} |" for c in ev.per_class]
 
 
+def _gate_sets(d: GateDecision, cmp: Comparison | None) -> list[str]:
+    """All compared test images, then the frozen original ones and those added since."""
+    how = (f"{d.gate.confidence:.0%} interval ({d.gate.resamples} paired resamples)" if d.bootstrap
+           else "interval (none: point estimate)")
+    lines = [f"| test images | images | old mAP50-95 | new mAP50-95 | change | {how} |",
+             "|---|---:|---:|---:|---:|---|"]
+    if cmp is not None:
+        lines.append(f"| all (`{cmp.data}` {cmp.split}) | {cmp.images} | {_fmt(cmp.a_eval.map50_95)} | "
+                     f"{_fmt(cmp.b_eval.map50_95)} | {d.delta:+.4f} | {_interval(d.interval)} |")
+    split_known = d.frozen is not None or d.added is not None
+    for label, s in ((f"frozen (`{d.frozen_data}`)", d.frozen), ("added since", d.added)):
+        if s is not None:
+            lines.append(f"| {label} | {s.images} | {_fmt(s.champion)} | {_fmt(s.challenger)} | {s.delta:+.4f} | "
+                         f"{_interval(s.interval)} |")
+        elif split_known:
+            lines.append(f"| {label} | 0 | - | - | - | - |")
+    return lines
+
+
 def render(rep: Report) -> str:
     """The markdown text (GitHub-flavoured tables; plots as relative image links)."""
     lines = [f"## {rep.title}", ""]
@@ -134,12 +154,12 @@ def render(rep: Report) -> str:
     if rep.decision is not None:
         d = rep.decision
         verdict = "**passed**" if d.passed else "**refused**"
-        lines += [f"Gate {verdict} (min_delta {d.gate.min_delta:+.4f} on mAP50-95, max_class_drop "
-                  f"{d.gate.max_class_drop:.4f}): {d.summary()}."]
+        lines += [f"Gate {verdict} (min_delta {d.gate.min_delta:+.4f} on the lower bound of the mAP50-95 change, "
+                  f"max_class_drop {d.gate.max_class_drop:.4f}): {d.summary()}."]
         lines += [f"- {r}" for r in d.reasons]
         if rep.promoted is not None:
             lines.append(f"Champion: {'moved to `' + rep.new + '`' if rep.promoted else 'unchanged'}.")
-        lines.append("")
+        lines += [""] + _gate_sets(d, rep.comparison) + [""]
     if rep.dataset is not None:
         ds = rep.dataset
         lines += ["### Data", ""]

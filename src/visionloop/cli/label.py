@@ -12,9 +12,11 @@ from .console import console, err_console
 
 app = typer.Typer(help="Label captured images in Label Studio and bring the labels back.", no_args_is_help=True)
 
-_URL = typer.Option(None, "--url", help="Label Studio URL (default: $LABEL_STUDIO_URL or labelstudio.url in visionloop.yaml).")
+_URL = typer.Option(None, "--url", help="Label Studio URL (default: $LABEL_STUDIO_URL, labelstudio.url in "
+                    "visionloop.yaml, or the one `label studio` started).")
 _PROJECT = typer.Option(None, "--project", help="Project title (default: visionloop-DATASET).")
-_TOKEN = typer.Option(None, "--token", help="API token (default: $LABEL_STUDIO_API_KEY). Never printed.", show_default=False)
+_TOKEN = typer.Option(None, "--token", help="API token (default: $LABEL_STUDIO_API_KEY, or the token file of "
+                      "`label studio`). Never printed.", show_default=False)
 _DATA = typer.Option(..., "--data", help="Dataset NAME (its latest version gives the classes and receives the labels).")
 _CONFIG = typer.Option(None, "--config", help="visionloop.yaml to read (default ./visionloop.yaml when present).")
 
@@ -28,7 +30,7 @@ def _connect(url: str | None, project: str | None, token: str | None, data: str,
     ref = DatasetRef.parse(data)
     target = lsmod.resolve_target(url, project, ref.name, config)
     if not target.url:
-        raise ValidationError(f"no Label Studio URL: pass --url or set {lsmod.URL_ENV}")
+        raise ValidationError(f"no Label Studio URL: pass --url, set {lsmod.URL_ENV} or start `visionloop label studio`")
     store = open_store()
     manifest = Catalog(store).load(ref.name)  # labels always extend the latest version
     return store, manifest, target, lsmod.LabelStudio(target.url, lsmod.resolve_token(token))
@@ -88,3 +90,28 @@ def export(
         raise ValidationError(f"--format {fmt!r}: only labelstudio-json is supported")
     n = lsmod.export_tasks(open_store(), out, model)
     console.print(f"wrote {n} task(s) to {out}")
+
+
+@app.command("studio")
+def studio(
+    port: int = typer.Option(8080, "--port", help="Port on 127.0.0.1."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the Label Studio this command started."),
+) -> None:
+    """Start the project's own Label Studio (.ls-venv, installed when missing) in the background.
+
+    Its data lives under VISIONLOOP_HOME/labelstudio; the first start makes the user, a password
+    and an API token, kept in 0600 files there (printed: where, never what). `label push/pull`
+    and `loop` then find the URL and the token with no flags.
+    """
+    from ..feedback import studio as st
+
+    if stop:
+        console.print("stopped Label Studio" if st.stop() else "no Label Studio started by visionloop is running")
+        return
+    with err_console.status(f"starting Label Studio on 127.0.0.1:{port} (the first start takes a minute)"):
+        info = st.start(port, say=lambda line: err_console.print(line, highlight=False))
+    for line in (f"Label Studio {'started' if info.started else 'already running'} at {info.url}",
+                 f"  log in as {info.user}; password in {info.password_file}",
+                 f"  API token in {info.token_file} (used by `label push/pull` and `loop` without flags)",
+                 f"  log: {info.log}; stop it with `visionloop label studio --stop`"):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # paths whole, on one line

@@ -1,4 +1,4 @@
-"""`visionloop monitor`: drift of what a model's server saw, from the capture inbox."""
+"""`visionloop monitor`: drift of what one model version saw, from the server's prediction log."""
 
 from __future__ import annotations
 
@@ -9,50 +9,63 @@ import typer
 from .console import console, json_option, print_json
 
 if TYPE_CHECKING:
-    from ..monitoring.drift import DriftReport
+    from ..monitoring.drift import MonitorReport
+
+REFERENCES = ("first-window", "test")
 
 
 def monitor(
-    model: str = typer.Option(..., "--model", help="Served model name (as in the capture inbox)."),
+    model: str = typer.Option(..., "--model", help="Served model name (as the server logs it)."),
+    version: str = typer.Option(None, "--version", help="Model version; default: the one that served last."),
     since: str = typer.Option("24h", "--since", help="Current window: the last 30m, 24h, 7d…"),
-    threshold: float = typer.Option(0.25, "--threshold", help="PSI above which drift is reported."),
+    reference: str = typer.Option("first-window", "--reference",
+                                  help="first-window: the version's first window of the same length; "
+                                       "test: its predictions on its dataset's test split."),
+    threshold: float = typer.Option(0.25, "--threshold", help="PSI above which a feature has drifted."),
+    min_records: int = typer.Option(30, "--min-records", help="Fewer records in a window: insufficient data."),
     as_json: bool = json_option(),
 ) -> None:
-    """Compare recent predictions with older ones; exit 3 when drift exceeds the threshold.
+    """Compare a recent window of predictions with a reference, per model version.
 
-    Run the server with ``--capture all --capture-rate R`` to sample traffic for monitoring;
-    a non-zero exit lets a scheduler trigger ``visionloop loop`` (retraining).
+    Exit codes: 0 no drift, 3 drift, 4 insufficient data (an empty or tiny window). The server
+    logs every prediction; a non-zero exit lets a scheduler (or ``loop --watch``) retrain.
     """
     from ..errors import ValidationError
-    from ..feedback.inbox import list_captures
-    from ..monitoring.drift import drift_report, parse_since
+    from ..monitoring.drift import monitor as run_monitor
+    from ..monitoring.drift import parse_since
     from ..store import open_store
 
-    records = list_captures(open_store(), model)
-    if not records:
-        raise ValidationError(f"no captured predictions for model {model!r}: serve it with --capture all")
-    report = drift_report(model, records, parse_since(since), threshold)
+    if reference not in REFERENCES:
+        raise ValidationError(f"bad --reference {reference!r}: use {' or '.join(REFERENCES)}")
+    report = run_monitor(open_store(), model, version=version, since=parse_since(since),
+                         reference=reference, threshold=threshold, min_records=min_records)  # type: ignore[arg-type]
     if as_json:
-        print_json(report)  # stdout holds this document only; the exit code still says drift
-        if report.drifted:
-            raise typer.Exit(3)
-        return
-    _print_table(report)
-    if report.drifted:
-        console.print("[bold red]drift detected[/]: retrain with `visionloop loop`")
-        raise typer.Exit(3)
-    console.print("no drift")
+        print_json(report)  # stdout holds this document only; the exit code still says the verdict
+    else:
+        _print(report)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
-def _print_table(report: DriftReport) -> None:
+def _print(report: MonitorReport) -> None:
     from rich.table import Table
 
-    t = Table(title=f"drift for {report.model} (current window since {report.since})")
-    for col in ("window", "images", "detections", "mean confidence", "empty fraction"):
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    t = Table(title=f"{report.model} version {report.version or '-'}: reference {report.reference_kind}")
+    for col in ("window", "records", "detections", "mean confidence", "mean brightness", "from", "to"):
         t.add_column(col)
     for label, s in (("reference", report.reference), ("current", report.current)):
-        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        t.add_row(label, str(s.images), str(s.detections), fmt(s.mean_confidence), fmt(s.empty_fraction))
+        t.add_row(label, str(s.records), str(s.detections), fmt(s.mean_confidence), fmt(s.mean_brightness),
+                  s.start or "-", s.end or "-")
     console.print(t)
-    console.print(f"PSI confidence {report.psi_confidence:.3f}, detections/image "
-                  f"{report.psi_detections_per_image:.3f} (threshold {report.threshold})")
+    if report.features:
+        f = Table(title=f"features (PSI threshold {report.threshold})")
+        for col in ("feature", "PSI", "KS D", "KS p", "drift"):
+            f.add_column(col)
+        for feat in report.features:
+            f.add_row(feat.name, fmt(feat.psi), fmt(feat.ks), fmt(feat.ks_pvalue), "[bold red]yes[/]" if feat.drifted else "no")
+        console.print(f)
+    style = {"ok": "green", "drift": "bold red", "insufficient_data": "yellow"}[report.verdict]
+    console.print(f"[{style}]{report.verdict.replace('_', ' ')}[/]: {report.reason}")
+    if report.verdict == "drift":
+        console.print("retrain with `visionloop loop`")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +10,9 @@ import typer
 
 from ..errors import ConflictError
 from .console import console, err_console
-from .tables import comparison_table
+from .tables import comparison_table, gate_table
+
+CONFIG_HELP = "visionloop.yaml with the gate: section (min_delta, max_class_drop, confidence, resamples, seed)."
 
 
 def compare(
@@ -17,24 +20,30 @@ def compare(
     b: str = typer.Argument(..., help="Challenger model, e.g. M/5."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset N@V whose test split both are evaluated on "
                                        "(default: the newer of the two models' training datasets)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison (and the gate's view) as JSON."),
 ) -> None:
-    """Evaluate two models on the same frozen test split: metric | A | B | change."""
+    """Evaluate two models on the same frozen test split: metric | A | B | change, and the gate's
+    interval on all, frozen and added test images."""
     from .. import promotion
 
+    gate = promotion.Gate.load(config)
     with err_console.status("evaluating both models on the same test split"):
         cmp = promotion.compare(a, b, data)
+        decision = promotion.decide(cmp, gate)
     if json_out:
-        typer.echo(cmp.model_dump_json(indent=2, exclude={"a_eval", "b_eval"}))
+        body = json.loads(cmp.model_dump_json(exclude={"a_eval", "b_eval"}))
+        typer.echo(json.dumps({**body, "gate": json.loads(decision.model_dump_json())}, indent=2))
     else:
         console.print(comparison_table(cmp))
+        console.print(gate_table(decision, cmp))
 
 
 def promote(
     ref: str = typer.Argument(..., help="The version to make champion, e.g. M/5."),
     force: bool = typer.Option(False, "--force", help="Promote even when the gate refuses (recorded on the version)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset N@V to compare on (default: see compare)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="visionloop.yaml with the gate: section."),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Move `champion` to REF when it beats the current champion under the gate."""
     from .. import promotion
@@ -44,6 +53,8 @@ def promote(
         res = promotion.promote(ref, force=force, gate=gate, data=data)
     if res.comparison is not None:
         console.print(comparison_table(res.comparison))
+        if res.decision is not None:
+            console.print(gate_table(res.decision, res.comparison))
     if not res.promoted and res.decision is None:
         console.print(f"{res.name}/{res.version} is already the champion; nothing changed")
         return

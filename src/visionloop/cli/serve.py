@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
+from pydantic import SecretStr
 
 from ..errors import ValidationError
 
@@ -17,7 +20,17 @@ def serve(
     capture: str = typer.Option("none", help="Capture to the inbox: none | low-confidence | all."),
     capture_range: str = typer.Option("0.25,0.6", help="LOW,HIGH confidence counted as low confidence."),
     capture_rate: float = typer.Option(1.0, min=0.0, max=1.0, help="Fraction of eligible images captured."),
-    capture_max: int = typer.Option(1000, min=1, help="Most inbox records per model; more are dropped (counted)."),
+    capture_max: int = typer.Option(1000, min=1, help="Most captures waiting for a human (pending + in labeling) "
+                                                     "per model; labeled and archived ones do not count."),
+    capture_full: str = typer.Option("refuse", help="At --capture-max: refuse (drop the new capture, counted) or "
+                                                    "drop-oldest (mark the oldest pending one discarded)."),
+    prediction_log: bool = typer.Option(True, "--prediction-log/--no-prediction-log",
+                                        help="Write a compact record of every prediction to the store (monitor reads it)."),
+    feedback_token: Optional[str] = typer.Option(None, "--feedback-token", envvar="VISIONLOOP_FEEDBACK_TOKEN",
+                                                 show_default=False, help="Bearer token /v1/feedback requires "
+                                                 "(default: open). Never printed."),
+    feedback_rate: str = typer.Option("60/min", help="Feedback requests per client IP: N/s, N/min, N/h (0: no limit)."),
+    feedback_max_mb: float = typer.Option(10.0, min=0.001, help="Largest /v1/feedback body, MB."),
     max_body_mb: float = typer.Option(20.0, min=0.001, help="Largest request body, MB."),
     max_pixels: int = typer.Option(50_000_000, min=1, help="Largest image (width x height), checked before decoding."),
     workers_threads: int = typer.Option(2, "--workers-threads", min=1, help="Concurrent inference threads."),
@@ -31,19 +44,30 @@ def serve(
     from ..serving.config import ServeConfig
     from ..serving.sources import parse_spec, resolve
 
+    from ..serving.ratelimit import parse_rate
+
     if capture not in ("none", "low-confidence", "all"):
         raise ValidationError(f"--capture must be none, low-confidence or all, not {capture!r}")
+    if capture_full not in ("refuse", "drop-oldest"):
+        raise ValidationError(f"--capture-full must be refuse or drop-oldest, not {capture_full!r}")
     try:
         low, high = parse_range(capture_range)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
+    try:
+        parse_rate(feedback_rate)
+    except ValueError as exc:
+        raise ValidationError(f"--feedback-{exc}") from None
     for spec in (parse_spec(m) for m in model):  # fail fast on a typo or unknown ref, before binding the port
         resolve(spec)  # registry refs: downloads into the cache the loader then reuses
     config = ServeConfig(
         models=model, watch=watch,
-        capture=CapturePolicy(mode=capture, low=low, high=high, rate=capture_rate, max_per_model=capture_max),
+        capture=CapturePolicy(mode=capture, low=low, high=high, rate=capture_rate, max_per_model=capture_max,
+                              full=capture_full),  # type: ignore[arg-type]
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, workers=workers_threads, queue=queue,
-        intra_threads=intra_threads or None,
+        intra_threads=intra_threads or None, prediction_log=prediction_log,
+        feedback_token=SecretStr(feedback_token) if feedback_token else None, feedback_rate=feedback_rate,
+        feedback_max_body_bytes=int(feedback_max_mb * 1024 * 1024),
     )
     import logging
 

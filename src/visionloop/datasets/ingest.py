@@ -243,8 +243,12 @@ def ingest(store: Store, source: SourceDataset, name: str, opts: ImportOptions |
 
 # -- `train --data PATH`: a dataset version, or a source imported on the fly ---------------------
 def is_import_source(spec: str) -> bool:
-    """A zip, a URL or an existing path is imported; anything else names a version (``N@V``)."""
-    return spec.endswith(".zip") or "://" in spec or Path(spec).exists()
+    """Only an explicit source is imported: a URL, a zip, a path with a separator (``./x``,
+    ``/x``, ``a/b``, ``~/x``) or a data.yaml. A bare ``NAME`` or ``N@V`` always names a
+    version, even when a folder of that name happens to exist in the current directory."""
+    if "://" in spec or spec.endswith((".zip", ".yaml", ".yml")):
+        return True
+    return "/" in spec or os.sep in spec or spec.startswith(("~", "."))
 
 
 def name_from_source(spec: str) -> str:

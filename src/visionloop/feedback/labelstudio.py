@@ -1,10 +1,11 @@
 """Label Studio round trip over its REST API (plain httpx; works with LS 1.x legacy tokens).
 
-push: captured images become tasks (the image inline as a data URL, so no storage setup is
+push: waiting captures become tasks (the image inline as a data URL, so no storage setup is
 needed) with the model's detections as pre-annotations; each task carries
-``visionloop_capture_id`` so a second push never duplicates one.
+``visionloop_capture_id`` so a second push never duplicates one; pushed captures move
+``pending`` → ``in_labeling``.
 pull: completed annotations → percent boxes converted to normalized YOLO, classes matched by
-name → a new dataset version on top of the current one.
+name → a new dataset version on top of the current one; their captures move to ``in_dataset``.
 
 The token travels only in the ``Authorization`` header; it is never printed, logged or put in
 an error message.
@@ -31,11 +32,11 @@ from ..errors import ValidationError, VisionloopError
 from ..files import atomic_write_text
 from ..predictions import Detection
 from ..store import Store
-from .inbox import CaptureRecord, list_captures
+from .inbox import WAITING, CaptureRecord, list_captures, read_capture, set_state
 from .relabel import LabeledImage, commit_labeled
 
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"
-CAPTURE_KEY = "visionloop_capture_id"
+CAPTURE_KEY, MODEL_KEY = "visionloop_capture_id", "visionloop_model"
 FROM_NAME, TO_NAME = "label", "image"
 _MIME = {"jpg": "image/jpeg", "png": "image/png", "bmp": "image/bmp", "webp": "image/webp", "tif": "image/tiff"}
 
@@ -70,20 +71,29 @@ URL_ENV = "LABEL_STUDIO_URL"
 
 
 def resolve_target(url: str | None, project: str | None, dataset: str, config: Path | None = None) -> LabelStudioConfig:
-    """Flags, then $LABEL_STUDIO_URL, then visionloop.yaml; the project defaults to visionloop-DATASET.
-    An empty ``url`` means no Label Studio is configured."""
+    """Flags, then $LABEL_STUDIO_URL, then visionloop.yaml, then the one `label studio` started;
+    the project defaults to visionloop-DATASET. An empty ``url`` means no Label Studio is
+    configured ($LABEL_STUDIO_URL set to "" says so explicitly)."""
     from ..config_file import load_section
+    from .studio import saved_url
 
     cfg = load_section(LabelStudioConfig, config, "labelstudio")
-    return LabelStudioConfig(url=url or os.environ.get(URL_ENV) or cfg.url,
-                             project=project or cfg.project or f"visionloop-{dataset}")
+    env = os.environ.get(URL_ENV)
+    found = url or env or cfg.url or ("" if env == "" else saved_url() or "")
+    return LabelStudioConfig(url=found, project=project or cfg.project or f"visionloop-{dataset}")
 
 
 def resolve_token(token: str | None) -> SecretStr:
+    """--token, then $LABEL_STUDIO_API_KEY, then the token file of `visionloop label studio`."""
+    from .studio import saved_token
+
     value = token or os.environ.get(TOKEN_ENV, "")
-    if not value:
-        raise VisionloopError(f"no Label Studio token: set {TOKEN_ENV} or pass --token")
-    return SecretStr(value)
+    if value:
+        return SecretStr(value)
+    saved = saved_token()
+    if saved is None:
+        raise VisionloopError(f"no Label Studio token: set {TOKEN_ENV}, pass --token or start `visionloop label studio`")
+    return saved
 
 
 # -- pure conversions (tested without a server) ---------------------------------------------
@@ -167,7 +177,7 @@ def decode_data_url(url: str) -> bytes | None:
 def capture_task(record: CaptureRecord, image: bytes) -> dict:
     """One LS task: the image inline, the capture id to find it again, the model's boxes."""
     task: dict = {"data": {"image": data_url(image, record.ext), CAPTURE_KEY: record.id,
-                           "visionloop_model": record.model, "visionloop_reason": record.reason}}
+                           MODEL_KEY: record.model, "visionloop_reason": record.reason}}
     if record.detections:
         conf = [d.confidence for d in record.detections]
         task["predictions"] = [{"model_version": f"{record.model}/{record.version}",
@@ -177,7 +187,8 @@ def capture_task(record: CaptureRecord, image: bytes) -> dict:
 
 
 def unlabeled_captures(store: Store, model: str | None) -> list[CaptureRecord]:
-    return [r for r in list_captures(store, model) if r.labels is None]
+    """Captures waiting for a human: ``pending`` and ``in_labeling`` (pushed, not annotated yet)."""
+    return [r for r in list_captures(store, model, states=set(WAITING)) if r.labels is None]
 
 
 def export_tasks(store: Store, path: Path, model: str | None = None) -> int:
@@ -278,17 +289,25 @@ def push(store: Store, ls: LabelStudio, project: str, classes: list[str], model:
     known = {str(t.get("data", {}).get(CAPTURE_KEY)) for t in ls.tasks(pid)} if not created else set()
     waiting = unlabeled_captures(store, model)
     todo = [r for r in waiting if r.id not in known]
+    _to_labeling(store, [r for r in waiting if r.id in known])  # a push that stopped before moving them
     pushed = 0
     for i in range(0, len(todo), batch):
         chunk = todo[i:i + batch]
         pushed += ls.import_tasks(pid, [capture_task(r, store.get_blob(r.image_sha256)) for r in chunk])
+        _to_labeling(store, chunk)  # after the import: a crash before this re-finds them as "already there"
     return PushResult(project_id=pid, project=project, project_created=created, pushed=pushed,
                       already_there=len(waiting) - len(todo))
 
 
+def _to_labeling(store: Store, records: list[CaptureRecord]) -> None:
+    for r in records:
+        if r.state == "pending":
+            set_state(store, r, "in_labeling")
+
+
 def annotated_images(store: Store, tasks: list[dict]) -> tuple[list[LabeledImage], int]:
-    """Completed tasks → labeled images in the store; (images, tasks skipped as unusable)."""
-    captures = {r.id: r for r in list_captures(store)}
+    """Completed tasks → labeled images in the store; (images, tasks skipped as unusable).
+    A task's capture is read by id (also when archived: an old task maps to its old capture)."""
     items: list[LabeledImage] = []
     skipped = 0
     for task in tasks:
@@ -296,12 +315,12 @@ def annotated_images(store: Store, tasks: list[dict]) -> tuple[list[LabeledImage
         if ann is None:
             continue
         data = task.get("data") or {}
-        rec = captures.get(str(data.get(CAPTURE_KEY)))
+        rec = read_capture(store, str(data.get(MODEL_KEY, "")), str(data.get(CAPTURE_KEY, "")))
         where = f"Label Studio task {task.get('id')}"
         if rec is not None and store.has_blob(rec.image_sha256):
             boxes, names = result_to_boxes(ann.get("result") or [], rec.width, rec.height, where)
             items.append(LabeledImage(rec.image_sha256, rec.ext, rec.width, rec.height, boxes, names,
-                                      source=f"labelstudio:task{task.get('id')}", capture_id=rec.id))
+                                      source=f"labelstudio:task{task.get('id')}", capture=rec))
             continue
         raw = decode_data_url(str(data.get("image", "")))  # a task imported by hand with an inline image
         if raw is None:

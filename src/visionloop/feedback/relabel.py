@@ -3,6 +3,8 @@
 Classes are matched by NAME against the dataset's classes, never by index; an unknown name
 stops everything before a byte is written. The new version's parent is the current one:
 images already in it keep their split, new ones get the hash split of the dataset's policy.
+Captures that went into the version move to ``in_dataset`` (archived) after the commit, so a
+crash in between only leaves them to be committed again (an unchanged version) and settled then.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from ..datasets.catalog import Catalog, CommitResult, DraftImage
 from ..datasets.manifest import YoloBox, DatasetManifest
 from ..errors import ValidationError
 from ..store import Store
-from .inbox import CaptureRecord, list_captures
+from .inbox import CaptureRecord, list_captures, set_state
 
 
 @dataclass
@@ -28,7 +30,7 @@ class LabeledImage:
     boxes: list[YoloBox]
     class_names: list[str]
     source: str = ""
-    capture_id: str | None = None
+    capture: CaptureRecord | None = None  # the inbox record it came from, settled after the commit
 
 
 def check_names(items: list[LabeledImage], classes: list[str], what: str) -> None:
@@ -67,14 +69,29 @@ def commit_labeled(store: Store, manifest: DatasetManifest, items: list[LabeledI
             f"labels must extend the latest version of {manifest.name} "
             f"(latest is {latest.version if latest else 'none'}, got {manifest.version})"
         )
-    return catalog.commit(
+    res = catalog.commit(
         manifest.name, list(manifest.classes), drafts, task=manifest.task,
         preprocessing=manifest.preprocessing, split_policy=manifest.split_policy,
         source=source, add_to_parent=True,
     )
+    settle(store, items, res.manifest.ref)
+    return res
+
+
+def settle(store: Store, items: list[LabeledImage], ref: str) -> int:
+    """Captures behind ``items`` → ``in_dataset`` of ``ref`` (the version holding them; an unchanged
+    commit names the parent, which already has them). Those already in a dataset keep the version
+    that took them first; a discarded one labeled anyway is in the dataset now."""
+    moved = 0
+    for it in items:
+        if it.capture is not None and it.capture.state != "in_dataset":
+            set_state(store, it.capture, "in_dataset", dataset=ref)
+            moved += 1
+    return moved
 
 
 def labeled_captures(store: Store, model: str | None = None) -> list[CaptureRecord]:
+    """Hot captures with ground truth (state ``labeled``, or older records given labels in place)."""
     return [r for r in list_captures(store, model) if r.labels is not None]
 
 
@@ -85,4 +102,4 @@ def from_capture(record: CaptureRecord, default_classes: list[str]) -> LabeledIm
     if bad:
         raise ValidationError(f"capture {record.id} has labels with class ids outside its classes: {sorted(bad)}")
     return LabeledImage(record.image_sha256, record.ext, record.width, record.height, list(record.labels or []),
-                        list(names), source=f"capture:{record.id}", capture_id=record.id)
+                        list(names), source=f"capture:{record.id}", capture=record)

@@ -1,1 +1,1 @@
-"""Production monitoring: drift of what the server sees against a reference window."""
+"""Production monitoring: the prediction log the server writes, and drift of it against a reference."""

@@ -51,6 +51,7 @@ from .versions import (
     list_versions,
     resolve_version,
     set_version_tags,
+    version_of,
 )
 
 __all__ = [
@@ -60,5 +61,5 @@ __all__ = [
     "ParitySummary", "RegisteredModel", "ResolvedModel", "VersionDetail", "alias_history", "check_alias", "check_name", "client",
     "delete_alias", "experiment_id", "find_versions_by_tag", "get_alias", "get_card", "get_model", "get_version",
     "lineage", "list_models", "list_versions", "parse_ref", "register_version", "resolve_model",
-    "resolve_version", "rollback_alias", "set_alias", "set_version_tags", "tracking_uri",
+    "resolve_version", "rollback_alias", "set_alias", "set_version_tags", "tracking_uri", "version_of",
 ]

@@ -2,8 +2,8 @@
 
 A version's artifacts are ``model/model.onnx`` and ``model/card.json`` in its run. Downloads
 are cached under ``VISIONLOOP_HOME/cache/models/M/V`` and checked against the recorded
-sha256; an alias is re-read from the registry on every resolve, so resolving again after a
-promotion gives the new version.
+sha256 (hashed once, then by size and mtime); an alias is re-read from the registry on
+every resolve, so resolving again after a promotion gives the new version.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .versions import ModelVersion, get_alias, get_version, resolve_version
 
 ONNX_ARTIFACT_DIR = "model"
 ONNX_FILE = "model.onnx"
+VERIFIED_FILE = ".verified"  # "size:mtime_ns sha256" of the cached ONNX when it was last hashed
 
 
 class VersionDetail(ModelVersion):
@@ -101,9 +102,33 @@ def _cache_dir(mv: ModelVersion) -> Path:
     return get_settings().cache_dir / "models" / mv.name / mv.version
 
 
+def _stat_key(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _stamp(dest: Path, sha256: str) -> None:
+    """Remember that the cached ONNX, as it is now (size, mtime), has this sha256."""
+    atomic_write_text(dest / VERIFIED_FILE, f"{_stat_key(dest / ONNX_FILE)} {sha256}\n")
+
+
 def _cache_valid(mv: ModelVersion, dest: Path) -> bool:
+    """The cache holds this version. The file is hashed once; later checks compare its
+    (size, mtime_ns) with the stamp written then, so resolving again costs no re-hash."""
     onnx, want = dest / ONNX_FILE, mv.tags.get(TAG_ONNX_SHA256)
-    return onnx.exists() and (dest / CARD_FILE).exists() and (not want or sha256_file(onnx) == want)
+    if not (onnx.exists() and (dest / CARD_FILE).exists()):
+        return False
+    if not want:
+        return True
+    try:
+        if (dest / VERIFIED_FILE).read_text().split() == [_stat_key(onnx), want]:
+            return True
+    except OSError:
+        pass
+    if sha256_file(onnx) != want:
+        return False
+    _stamp(dest, want)
+    return True
 
 
 def _download(mv: ModelVersion, dest: Path) -> Path:
@@ -128,6 +153,8 @@ def _download(mv: ModelVersion, dest: Path) -> Path:
         final_tmp = tmp / "final"
         final_tmp.mkdir()
         os.replace(found[0], final_tmp / ONNX_FILE)
+        if want:
+            _stamp(final_tmp, want)
         cards = [] if got.is_file() else sorted(got.rglob(CARD_FILE))
         if cards:
             os.replace(cards[0], final_tmp / CARD_FILE)

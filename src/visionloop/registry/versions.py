@@ -145,20 +145,33 @@ def set_version_tags(name: str, version: str | int, tags: dict[str, str]) -> Non
         c.set_model_version_tag(name, str(version), k, str(v))
 
 
-def resolve_version(ref: str | ModelRef) -> ModelVersion:
-    """The version a registry ref names (``M/5``, ``M@champion``, ``M@latest``, ``M``)."""
+def _registry_ref(ref: str | ModelRef) -> ModelRef:
     r = parse_ref(ref, files=False) if isinstance(ref, str) else ref
     if r.kind != "registry":
         raise ValidationError(f"bad model reference {str(r)!r}: a registered model is expected here, not a file")
+    return r
+
+
+def version_of(ref: str | ModelRef) -> str:
+    """The version number a ref names now, fetching nothing else: one registry call for an
+    alias (what a watching server polls), none for ``M/5``."""
+    r = _registry_ref(ref)
     if r.version is not None:
-        return get_version(r.name, r.version)
+        return r.version
     if r.alias == LATEST:
         versions = list_versions(r.name)
         if not versions:
             raise NotFoundError(f"model {r.name} has no versions")
-        return versions[-1]
-    v = get_alias(r.name, r.alias or CHAMPION)
+        return versions[-1].version
+    aliases = registered(r.name).aliases or {}
+    v = aliases.get(r.alias or CHAMPION)
     if v is None:
-        aliases = ", ".join(sorted((registered(r.name).aliases or {}).keys())) or "none"
-        raise NotFoundError(f"model {r.name} has no alias {r.alias!r} (aliases: {aliases})")
-    return get_version(r.name, v)
+        known = ", ".join(sorted(aliases)) or "none"
+        raise NotFoundError(f"model {r.name} has no alias {r.alias!r} (aliases: {known})")
+    return str(v)
+
+
+def resolve_version(ref: str | ModelRef) -> ModelVersion:
+    """The version a registry ref names (``M/5``, ``M@champion``, ``M@latest``, ``M``)."""
+    r = _registry_ref(ref)
+    return get_version(r.name, version_of(r))

@@ -18,7 +18,7 @@ from .. import __version__
 from . import ops_routes, predict_routes
 from .config import ServeConfig
 from .errors import install_handlers
-from .pipeline import ServerState, build_state
+from .pipeline import ServerState, build_state, close_state
 
 
 def _load(st: ServerState) -> None:
@@ -32,9 +32,7 @@ async def _lifespan(app: FastAPI):
     st: ServerState = app.state.vl
     threading.Thread(target=_load, args=(st,), name="vl-load", daemon=True).start()
     yield
-    st.manager.stop()
-    st.pool.shutdown()
-    st.captures.close()
+    close_state(st)
 
 
 def create_app(config: ServeConfig, state: ServerState | None = None) -> FastAPI:

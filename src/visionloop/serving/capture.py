@@ -2,8 +2,14 @@
 
 The request thread only decides (:func:`capture_reason`) and enqueues; one background thread
 writes through :func:`visionloop.feedback.inbox.write_capture`. Both the queue and the inbox
-per model are bounded: when either is full the capture is dropped and counted
-(``visionloop_captures_dropped``). A slow, full or failing store never fails a prediction.
+per model are bounded. The inbox cap counts only captures still waiting for a human
+(``pending`` + ``in_labeling``), kept as an in-memory count per model: seeded from the store
+on the model's first capture and recounted only when it reaches the cap (at most every
+``recount_s``), so labels pushed or pulled by other processes free room without a listing per
+capture. When the cap is hit, ``full="refuse"`` drops the new capture
+(``visionloop_captures_dropped{why="inbox_full"}``) and ``"drop-oldest"`` marks the oldest
+pending one ``discarded`` (archived, never deleted; ``visionloop_captures_discarded``).
+A slow, full or failing store never fails a prediction: the drop is counted.
 """
 
 from __future__ import annotations
@@ -12,19 +18,22 @@ import logging
 import queue
 import random
 import threading
-from dataclasses import dataclass
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from ..datasets import images
-from ..feedback.inbox import CaptureRecord, Reason, count_captures, write_capture
+from ..feedback.inbox import CaptureRecord, Reason, read_capture, set_state, waiting_captures, write_capture
 from ..predictions import Detection
 from ..store import Store, open_store, sha256_bytes
 from .metrics import Metrics
 
 log = logging.getLogger("visionloop.serving.capture")
 Mode = Literal["none", "low-confidence", "all"]
+Full = Literal["refuse", "drop-oldest"]
 
 
 @dataclass(frozen=True)
@@ -33,8 +42,10 @@ class CapturePolicy:
     low: float = 0.25
     high: float = 0.6
     rate: float = 1.0  # fraction of eligible images kept (a random sample)
-    max_per_model: int = 1000
+    max_per_model: int = 1000  # waiting (pending + in_labeling) captures per model
     queue_size: int = 64
+    full: Full = "refuse"  # what a capture meets at the cap
+    recount_s: float = 30.0  # a full cap re-reads the store at most this often
 
 
 def parse_range(value: str) -> tuple[float, float]:
@@ -59,6 +70,15 @@ def capture_reason(policy: CapturePolicy, confidences: np.ndarray | None, rng: r
     return "all" if policy.mode == "all" else None
 
 
+@dataclass
+class _Waiting:
+    """One model's captures under the cap, as this server last counted them."""
+
+    count: int
+    pending: deque[str] = field(default_factory=deque)  # pending ids, oldest first: drop-oldest's candidates
+    counted_at: float = 0.0  # time.monotonic() of the last count from the store
+
+
 @dataclass(frozen=True)
 class CaptureJob:
     model: str
@@ -80,7 +100,7 @@ class CaptureWriter:
         self.store_url = store_url
         self._store: Store | None = None
         self._queue: queue.Queue[CaptureJob | None] = queue.Queue(maxsize=max(1, policy.queue_size))
-        self._counts: dict[str, int] = {}
+        self._waiting: dict[str, _Waiting] = {}  # only the writer thread changes it
         self._rng = random.Random()
         self._thread = threading.Thread(target=self._run, name="vl-capture", daemon=True)
         self._thread.start()
@@ -114,11 +134,38 @@ class CaptureWriter:
             finally:
                 self._queue.task_done()
 
+    def has_room(self, model: str) -> bool:
+        """Cheap guess for the request thread (no store access): False when a refusing cap is full."""
+        w = self._waiting.get(model)
+        return self.policy.full != "refuse" or w is None or w.count < self.policy.max_per_model
+
+    def _counted(self, store: Store, model: str, recount: bool = False) -> _Waiting:
+        w = self._waiting.get(model)
+        if w is None or recount:
+            records = waiting_captures(store, model)
+            w = _Waiting(len(records), deque(r.id for r in records if r.state == "pending"), time.monotonic())
+            self._waiting[model] = w
+            self.metrics.captures_waiting.labels(model).set(w.count)
+        return w
+
+    def _make_room(self, store: Store, model: str) -> bool:
+        """Whether one more capture fits under the cap (discarding the oldest pending one if allowed)."""
+        cap, w = self.policy.max_per_model, self._counted(store, model)
+        if w.count >= cap and time.monotonic() - w.counted_at >= self.policy.recount_s:
+            w = self._counted(store, model, recount=True)  # others may have moved captures on
+        while w.count >= cap and self.policy.full == "drop-oldest" and w.pending:
+            old = read_capture(store, model, w.pending.popleft())
+            if old is None or old.state not in ("pending", "in_labeling"):
+                w.count -= 1  # it moved on meanwhile: room without discarding anything
+            elif old.state == "pending":
+                set_state(store, old, "discarded")
+                w.count -= 1
+                self.metrics.captures_discarded.labels(model).inc()
+        return w.count < cap
+
     def _write(self, job: CaptureJob) -> None:
         store = self._store_or_open()
-        if job.model not in self._counts:
-            self._counts[job.model] = count_captures(store, job.model)
-        if self._counts[job.model] >= self.policy.max_per_model and job.reason != "flagged":
+        if not self._make_room(store, job.model):
             self.metrics.captures_dropped.labels(job.model, "inbox_full").inc()
             return
         prepared = images.prepare(job.data)  # EXIF-rotated images re-encoded: boxes match the pixels
@@ -128,8 +175,11 @@ class CaptureWriter:
                                height=prepared.height, classes=job.classes, detections=job.detections,
                                note=job.note, **fields)
         write_capture(store, record, prepared.data)
-        self._counts[job.model] += 1
+        w = self._waiting[job.model]
+        w.count += 1
+        w.pending.append(record.id)
         self.metrics.captures.labels(job.model, job.reason).inc()
+        self.metrics.captures_waiting.labels(job.model).set(w.count)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until queued captures are written (shutdown, tests)."""

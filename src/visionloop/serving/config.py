@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from ..datasets.images import MAX_PIXELS
 from .capture import CapturePolicy
+from .ratelimit import parse_rate
 
 
 class ServeConfig(BaseModel):
     models: list[str] = Field(description="--model values; the first is the default model.")
     watch: float = Field(default=0, description="Seconds between alias polls (0: off).")
     capture: CapturePolicy = Field(default_factory=CapturePolicy)
-    store_url: str | None = Field(default=None, description="Capture inbox store; default from settings.")
+    store_url: str | None = Field(default=None, description="Capture inbox and prediction log store; default from settings.")
     max_body_bytes: int = 20 * 1024 * 1024
     max_pixels: int = MAX_PIXELS
     workers: int = Field(default=2, description="Inference threads (requests run concurrently).")
     queue: int = Field(default=64, description="Queued + running inference jobs before 503.")
     intra_threads: int | None = Field(default=None, description="onnxruntime intra-op threads per session.")
     spinning: bool | None = Field(default=None, description="onnxruntime thread spinning; default: on with one worker.")
+    prediction_log: bool = Field(default=True, description="Write a compact record of every prediction to the store.")
+    feedback_token: SecretStr | None = Field(default=None, description="Bearer token /v1/feedback needs (None: open).")
+    feedback_rate: str = Field(default="60/min", description="Feedback requests per client IP: N/s, N/min, N/h, 0 = off.")
+    feedback_max_body_bytes: int = Field(default=10 * 1024 * 1024, description="Largest /v1/feedback body.")
+
+    @field_validator("feedback_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)  # a ValueError here is pydantic's validation error
+        return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 from dataclasses import dataclass
 
@@ -56,6 +57,12 @@ async def _drain(request: Request, seen: int) -> None:
                 return
     except Exception:  # client gone, stream already consumed: nothing to drain
         return
+
+
+def bearer_matches(request: Request, token: str) -> bool:
+    """``Authorization: Bearer TOKEN`` equals ``token`` (compared in constant time)."""
+    given = request.headers.get("authorization", "")
+    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip().encode(), token.encode())
 
 
 def decode_base64(value: object) -> bytes:

@@ -1,17 +1,26 @@
-"""Loaded models, hot swap and the bounded inference pool.
+"""Loaded models, hot swap, the alias watcher and the bounded inference pool.
 
 Hot swap: a reload resolves the source, builds a new session *beside* the serving one, warms
 it up and checks its output against its metadata and task, then replaces one reference under
 a lock. A request takes the reference once at its start, so requests already running finish
 on the old session (it is freed when the last one drops it). A failed load leaves the old
 version serving and is recorded in ``last_error`` (shown by ``GET /v1/models``).
+
+The watcher (``--watch``) polls each alias slot with one registry call (nothing downloaded or
+hashed while the alias stays put). No error ends it: a failure to reach the registry or to
+download, load or warm up a version is recorded on the slot (``last_error``, ``watch_errors``,
+``visionloop_watch_errors_total``), logged once per distinct message, and polling goes on, with
+backoff while errors last. A version that failed is retried only after ``retry_failed_s`` or
+when the alias moves. A slot pinned by a manual reload is left alone until unpinned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,16 +29,34 @@ from typing import Callable, TypeVar
 from ..errors import VisionloopError
 from .errors import ApiError, from_visionloop, not_ready, overloaded
 from .metrics import Metrics
-from .runtime import ModelLoadError, OnnxModel
+from .runtime import ModelLoadError, OnnxModel, first_line
 from .schemas import ModelStatus, ReloadResponse
-from .sources import ModelSpec, ResolvedSource, resolve
+from .sources import ModelSpec, ResolvedSource, current_version, resolve
 
 log = logging.getLogger("visionloop.serving")
 T = TypeVar("T")
+MAX_BACKOFF_S = 5.0  # the longest pause between polls while errors last (unless --watch is longer)
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")  # object addresses would make every message "distinct"
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def describe(exc: BaseException) -> str:
+    """One line for ``last_error``: our own messages as they are, anything else with its type."""
+    if isinstance(exc, ApiError):
+        text = exc.message
+    elif isinstance(exc, (VisionloopError, ModelLoadError)):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {first_line(exc, 500)}"
+    return _ADDRESS.sub("0x...", text)
+
+
+def backoff(interval: float, failures: int) -> float:
+    """Seconds to the next poll: ``interval``, doubling per failed round up to MAX_BACKOFF_S."""
+    return min(interval * 2 ** min(failures, 16), max(interval, MAX_BACKOFF_S))
 
 
 @dataclass(frozen=True)
@@ -47,6 +74,14 @@ class LoadedModel:
     loaded_at: str
 
 
+@dataclass(frozen=True)
+class Pin:
+    """What a manual reload named; the slot keeps serving it until ``{"unpin": true}``."""
+
+    version: str | None = None
+    path: str | None = None
+
+
 @dataclass
 class Slot:
     spec: ModelSpec
@@ -54,11 +89,18 @@ class Slot:
     state: str = "loading"
     last_error: str | None = None
     last_error_at: str | None = None
-    failed_version: str | None = None  # the watcher does not retry the same broken version forever
+    failed_version: str | None = None  # the watcher does not retry a broken version at every poll
+    failed_at: float = 0.0  # monotonic
+    pin: Pin | None = None
+    last_check_at: str | None = None
+    watch_errors: int = 0
+    logged_error: str | None = None  # the last message logged: each distinct error is logged once
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class ModelManager:
+    retry_failed_s = 300.0  # a version that failed to load is tried again after this long
+
     def __init__(self, specs: list[ModelSpec], options: RuntimeOptions, metrics: Metrics):
         if not specs:
             raise VisionloopError("no model to serve: pass --model")
@@ -100,6 +142,7 @@ class ModelManager:
                 task=info.task if info else None, classes=list(info.classes) if info else [],
                 input_size=list(info.imgsz) if info else None, providers=cur.model.providers if cur else [],
                 loaded_at=cur.loaded_at if cur else None, last_error=slot.last_error, last_error_at=slot.last_error_at,
+                pinned=slot.pin is not None, last_check_at=slot.last_check_at, watch_errors=slot.watch_errors,
             ))
         return out
 
@@ -109,12 +152,19 @@ class ModelManager:
         model.warmup()
         return LoadedModel(name, source.version, model, source, _now())
 
+    def _record(self, slot: Slot, message: str) -> None:
+        slot.last_error, slot.last_error_at = message, _now()
+        if message != slot.logged_error:
+            slot.logged_error = message
+            log.error("model %s: %s", slot.spec.name, message)
+
     def _fail(self, slot: Slot, message: str, version: str | None) -> None:
-        slot.last_error, slot.last_error_at, slot.failed_version = message, _now(), version
+        self._record(slot, message)
+        if version is not None:
+            slot.failed_version, slot.failed_at = version, time.monotonic()
         if slot.current is None:
             slot.state = "failed"
         self.metrics.load_failures.labels(slot.spec.name).inc()
-        log.error("model %s: %s", slot.spec.name, message)
 
     def _install(self, slot: Slot, new: LoadedModel) -> None:
         old = slot.current
@@ -123,71 +173,126 @@ class ModelManager:
                                  "serve it under another name")
         slot.current = new  # the swap: one reference assignment
         slot.state, slot.last_error, slot.last_error_at, slot.failed_version = "ready", None, None, None
+        slot.logged_error = None
         self.metrics.set_model(slot.spec.name, new.version, new.model.info.task, slot.spec.alias)
         if old is not None:
             self.metrics.swaps.labels(slot.spec.name).inc()
             log.info("model %s: swapped %s -> %s", slot.spec.name, old.version, new.version)
 
+    def _load(self, slot: Slot, version: str | None = None, path: str | None = None) -> ReloadResponse:
+        """Resolve, build, warm up and swap (the caller holds ``slot.lock``). Any failure is
+        recorded on the slot and raised as an ApiError; the old version keeps serving."""
+        name = slot.spec.name
+        previous = slot.current.version if slot.current else None
+        try:
+            source = resolve(slot.spec, version, path)
+        except VisionloopError as exc:
+            self._fail(slot, str(exc), None)
+            raise from_visionloop(exc) from None
+        except Exception as exc:  # MLflow, network, OSError: the registry or store is not answering
+            self._fail(slot, describe(exc), None)
+            raise ApiError(503, "source_unavailable", f"{describe(exc)}; still serving version {previous}",
+                           {"Retry-After": "5"}) from None
+        if slot.current is not None and source.version == previous and source.path == slot.current.source.path:
+            return ReloadResponse(name=name, previous_version=previous, version=previous, swapped=False)
+        old_classes = slot.current.model.info.classes if slot.current else None
+        try:
+            self._install(slot, self._build(name, source))
+        except Exception as exc:  # onnxruntime, odd metadata, a bad output: never the serving version's problem
+            self._fail(slot, describe(exc), source.version)
+            raise ApiError(409, "reload_failed", f"{describe(exc)}; still serving version {previous}") from None
+        changed = old_classes is not None and old_classes != slot.current.model.info.classes
+        if changed:  # legitimate for a retrained model, but clients keyed on class ids should know
+            log.warning("model %s: version %s names different classes than %s", name, source.version, previous)
+        return ReloadResponse(name=name, previous_version=previous, version=source.version, swapped=True,
+                              classes_changed=changed)
+
     def load_all(self) -> None:
         """Initial load of every slot (run in a thread at startup; /ready turns 200 at the end)."""
-        for name, slot in self.slots.items():
+        for slot in self.slots.values():
             with slot.lock:
                 try:
-                    self._install(slot, self._build(name, resolve(slot.spec)))
-                except (VisionloopError, ModelLoadError) as exc:
-                    self._fail(slot, str(exc), None)
-                except Exception as exc:  # a bug or an unexpected library error: report, keep going
-                    log.exception("loading %s failed", name)
-                    self._fail(slot, f"{type(exc).__name__}: {exc}", None)
+                    self._load(slot)
+                except ApiError:
+                    pass  # recorded on the slot; a watcher retries alias slots
+                except Exception as exc:  # a bug: report it, load the other models
+                    log.exception("loading %s failed", slot.spec.name)
+                    self._fail(slot, describe(exc), None)
 
-    def reload(self, name: str, version: str | None = None, path: str | None = None) -> ReloadResponse:
-        """Load a version (or re-resolve the source) and swap it in; the old one serves on failure."""
+    def reload(self, name: str, version: str | None = None, path: str | None = None,
+               unpin: bool = False) -> ReloadResponse:
+        """Load ``version`` or ``path`` and pin the slot to it, or re-resolve the source (a pinned
+        slot: what it is pinned to); ``unpin`` releases the pin and re-resolves the alias."""
         slot = self.slots.get(name)
         if slot is None:
             raise ApiError(404, "model_not_found", f"unknown model {name!r}")
+        if unpin and (version or path):
+            raise ApiError(422, "bad_parameter", "unpin takes no version or path")
+        pin = Pin(version, path) if version or path else None
         with slot.lock:
-            previous = slot.current.version if slot.current else None
-            try:
-                source = resolve(slot.spec, version, path)
-            except VisionloopError as exc:
-                self._fail(slot, str(exc), None)
-                raise from_visionloop(exc) from None
-            if slot.current is not None and source.version == previous and source.path == slot.current.source.path:
-                return ReloadResponse(name=name, previous_version=previous, version=previous, swapped=False)
-            old_classes = slot.current.model.info.classes if slot.current else None
-            try:
-                self._install(slot, self._build(name, source))
-            except (VisionloopError, ModelLoadError) as exc:
-                self._fail(slot, str(exc), source.version)
-                raise ApiError(409, "reload_failed", f"{exc}; still serving version {previous}") from None
-            changed = old_classes is not None and old_classes != slot.current.model.info.classes
-            if changed:  # legitimate for a retrained model, but clients keyed on class ids should know
-                log.warning("model %s: version %s names different classes than %s", name, source.version, previous)
-            return ReloadResponse(name=name, previous_version=previous, version=source.version, swapped=True,
-                                  classes_changed=changed)
+            if unpin and slot.pin is not None:
+                slot.pin = None
+                log.info("model %s: unpinned, following %s again", name, slot.spec.ref)
+            target = pin or slot.pin or Pin()
+            response = self._load(slot, target.version, target.path)
+            if pin is not None:
+                slot.pin = pin
+                log.info("model %s: pinned to %s", name, version or path)
+            return response.model_copy(update={"pinned": slot.pin is not None})
 
     # -- alias watcher --------------------------------------------------------------------
+    def watched(self) -> list[Slot]:
+        """The slots that follow an alias (``M@champion``): what ``--watch`` polls."""
+        return [s for s in self.slots.values() if s.spec.kind == "registry" and s.spec.alias]
+
     def start_watch(self, interval: float) -> None:
-        watched = [s for s in self.slots.values() if s.spec.kind == "registry"]
-        if not watched or interval <= 0:
+        if not self.watched() or interval <= 0:
             return
-        self._watcher = threading.Thread(target=self._watch, args=(watched, interval), name="vl-watch", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, args=(interval,), name="vl-watch", daemon=True)
         self._watcher.start()
 
-    def _watch(self, slots: list[Slot], interval: float) -> None:
-        while not self._stop.wait(interval):
-            for slot in slots:
-                try:
-                    target = resolve(slot.spec)
-                except Exception as exc:  # the registry may be briefly unreachable: keep serving
-                    log.warning("watch %s: %s", slot.spec.name, exc)
-                    continue
-                cur = slot.current
-                if (cur is None or target.version != cur.version) and target.version != slot.failed_version:
-                    try:
-                        self.reload(slot.spec.name)
-                    except ApiError as exc:
-                        log.warning("watch %s: %s", slot.spec.name, exc.message)
+    def _watch(self, interval: float) -> None:
+        failures = 0
+        while not self._stop.wait(backoff(interval, failures)):
+            try:
+                failures = 0 if self.poll() else failures + 1
+            except Exception as exc:  # a bug in the round itself must not end hot swap for good
+                failures += 1
+                for slot in self.watched():
+                    self._watch_error(slot, exc)
+
+    def poll(self) -> bool:
+        """One watcher round over the alias slots; False when any of them met an error."""
+        ok = True
+        for slot in self.watched():
+            ok = self._poll_slot(slot) and ok
+        return ok
+
+    def _poll_slot(self, slot: Slot) -> bool:
+        slot.last_check_at = _now()
+        if slot.pin is not None:
+            return True
+        try:
+            target = current_version(slot.spec)  # one registry call; nothing downloaded or hashed
+            cur = slot.current
+            if cur is not None and target == cur.version:
+                slot.logged_error = None  # reachable again: the next failure is news, log it
+                return True
+            if target == slot.failed_version and time.monotonic() - slot.failed_at < self.retry_failed_s:
+                return True  # known broken, recorded already; wait for the alias to move
+            with slot.lock:
+                if slot.pin is None:  # a manual pin may have come in meanwhile
+                    self._load(slot)
+            return True
+        except Exception as exc:
+            self._watch_error(slot, exc)
+            return False
+
+    def _watch_error(self, slot: Slot, exc: Exception) -> None:
+        slot.watch_errors += 1
+        self.metrics.watch_errors.labels(slot.spec.name).inc()
+        if not isinstance(exc, ApiError):  # an ApiError from _load is recorded already
+            self._record(slot, describe(exc))
 
     def stop(self) -> None:
         self._stop.set()

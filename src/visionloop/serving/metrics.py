@@ -24,6 +24,8 @@ class Metrics:
         self.swaps = Counter("visionloop_model_swaps", "Hot swaps to a new version.", ["model"], registry=r)
         self.load_failures = Counter("visionloop_model_load_failures", "Loads or reloads that failed.",
                                      ["model"], registry=r)
+        self.watch_errors = Counter("visionloop_watch_errors", "Watcher polls that failed (registry, download, "
+                                    "load or warm-up); the watcher keeps polling.", ["model"], registry=r)
         self.queue_depth = Gauge("visionloop_queue_depth", "Inference jobs waiting or running.", registry=r)
         self.rejected = Counter("visionloop_rejected", "Requests refused with 503 (queue full or not ready).",
                                 ["reason"], registry=r)
@@ -31,6 +33,14 @@ class Metrics:
                                 ["model", "reason"], registry=r)
         self.captures_dropped = Counter("visionloop_captures_dropped", "Captures not written.",
                                         ["model", "why"], registry=r)
+        self.captures_waiting = Gauge("visionloop_captures_waiting", "Captures pending or in labeling (what the"
+                                      " cap counts), as this server last counted them.", ["model"], registry=r)
+        self.captures_discarded = Counter("visionloop_captures_discarded", "Oldest pending captures discarded to"
+                                          " make room (--capture-full drop-oldest).", ["model"], registry=r)
+        self.feedback_refused = Counter("visionloop_feedback_refused", "Feedback refused: unauthorized,"
+                                        " rate_limited, bad_class, inbox_full.", ["why"], registry=r)
+        self.predlog_dropped = Counter("visionloop_predlog_dropped", "Prediction log records not written.",
+                                       ["why"], registry=r)
         self._info_labels: dict[str, tuple[str, str, str, str]] = {}
 
     def set_model(self, name: str, version: str, task: str, alias: str | None) -> None:

@@ -14,7 +14,7 @@ from .pipeline import ServerState, state_of
 from .schemas import REF, ErrorResponse, HealthResponse, ModelsResponse, ReadyResponse, ReloadRequest, ReloadResponse
 
 router = APIRouter()
-_RELOAD_ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 409)}
+_RELOAD_ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422, 503)}
 _RELOAD_BODY = {"requestBody": {"required": False, "content": {
     "application/json": {"schema": ReloadRequest.model_json_schema(ref_template=REF)}}}}
 
@@ -58,7 +58,17 @@ def _check_admin(request: Request, token: str) -> None:
 @router.post("/v1/models/{name}/reload", response_model=ReloadResponse, tags=["models"], responses=_RELOAD_ERRORS,
              openapi_extra=_RELOAD_BODY)
 async def reload(name: str, request: Request, st: ServerState = Depends(state_of)):
-    """Admin (Bearer token): load a registry version or a file, or re-resolve the alias; swap when warmed up."""
+    """Admin (Bearer token): load a version or a file and swap it in once warmed up.
+
+    - `{"version": "5"}` or `{"path": "/srv/m.onnx"}`: load it and **pin** the model to it; a
+      `--watch` server leaves a pinned model alone when the alias moves (`pinned` in /v1/models).
+    - `{"unpin": true}`: release the pin and load what the alias names now; the watcher follows
+      the alias again.
+    - no body: re-resolve the source (a pinned model: what it is pinned to).
+
+    A failed load keeps the old version serving: 409 (the version cannot be loaded), 404 (no
+    such version), 503 (the registry does not answer); the error is in /v1/models `last_error`.
+    """
     _check_admin(request, st.admin_token)
     body = await read_body(request, 64 * 1024)
     req = ReloadRequest()
@@ -67,4 +77,4 @@ async def reload(name: str, request: Request, st: ServerState = Depends(state_of
             req = ReloadRequest.model_validate(parse_json(body))
         except ValueError as exc:
             raise ApiError(422, "bad_parameter", str(exc).splitlines()[0]) from None
-    return await run_in_threadpool(st.manager.reload, name, req.version, req.path)
+    return await run_in_threadpool(st.manager.reload, name, req.version, req.path, req.unpin)

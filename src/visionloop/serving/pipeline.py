@@ -3,16 +3,21 @@
 ``decode`` and ``run_model`` (and drawing) run on an inference thread of the
 :class:`InferencePool`; ``encode`` and ``observe`` are cheap and run on the event loop. Every
 route (predict, annotated, batch, compare, ``/detect``, feedback) is made of these pieces.
+``observe`` also hands one compact record per answered prediction to the prediction log (a
+queue put; the brightness was measured on the inference thread) and a capture to the writer
+when the policy wants one: neither touches the store on the request path nor fails a request.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from fastapi import Request
 
+from ..monitoring.predlog import PredictionLog, PredictionRecord, mean_brightness
 from ..predictions import ClassScore, class_name
 from ..settings import get_settings
 from .annotate import annotate
@@ -22,10 +27,12 @@ from .errors import ApiError
 from .manager import InferencePool, LoadedModel, ModelManager, RuntimeOptions
 from .metrics import Metrics
 from .preprocess import DecodedImage, decode_image
+from .ratelimit import RateLimiter, parse_rate
 from .runtime import PredictParams, RawPrediction
 from .schemas import ImageSize, Prediction, Timing
 from .sources import parse_spec
 
+log = logging.getLogger("visionloop.serving")
 STAGES = ("decode", "preprocess", "inference", "postprocess", "total")
 WIRE_DIGITS = 2  # pixels to 2 decimals, confidences to 5 (the JSON the API promises)
 
@@ -38,6 +45,9 @@ class ServerState:
     metrics: Metrics
     captures: CaptureWriter
     admin_token: str = ""  # empty: reload is disabled
+    predlog: PredictionLog | None = None  # None: --no-prediction-log
+    feedback_limiter: RateLimiter | None = None
+    feedback_token: str = ""  # empty: feedback is open
 
 
 def build_state(config: ServeConfig) -> ServerState:
@@ -46,9 +56,23 @@ def build_state(config: ServeConfig) -> ServerState:
     manager = ModelManager([parse_spec(m) for m in config.models], RuntimeOptions(config.intra_threads, spinning),
                            metrics)
     token = get_settings().admin_token
+    predlog = None
+    if config.prediction_log:
+        predlog = PredictionLog(config.store_url, on_drop=lambda why: metrics.predlog_dropped.labels(why).inc())
     return ServerState(config, manager, InferencePool(config.workers, config.queue, metrics), metrics,
                        CaptureWriter(config.capture, metrics, config.store_url),
-                       token.get_secret_value() if token else "")
+                       token.get_secret_value() if token else "", predlog,
+                       RateLimiter(parse_rate(config.feedback_rate)),
+                       config.feedback_token.get_secret_value() if config.feedback_token else "")
+
+
+def close_state(st: ServerState) -> None:
+    """Shutdown: stop watching and inferring, then write what the capture and log queues hold."""
+    st.manager.stop()
+    st.pool.shutdown()
+    st.captures.close()
+    if st.predlog is not None:
+        st.predlog.close()
 
 
 def state_of(request: Request) -> ServerState:
@@ -61,6 +85,7 @@ def state_of(request: Request) -> ServerState:
 class Decoded:
     image: DecodedImage
     ms: float
+    brightness: float  # mean luma, subsampled: for the prediction log
 
 
 @dataclass(frozen=True)
@@ -69,13 +94,15 @@ class Ran:
 
     raw: RawPrediction
     decode_ms: float
+    brightness: float
     jpeg: bytes | None = None
 
 
 def decode(data: bytes, max_pixels: int) -> Decoded:
     t0 = time.perf_counter()
     image = decode_image(data, max_pixels)
-    return Decoded(image, (time.perf_counter() - t0) * 1e3)
+    ms = (time.perf_counter() - t0) * 1e3
+    return Decoded(image, ms, mean_brightness(image.rgb))
 
 
 def run_model(loaded: LoadedModel, image: DecodedImage, params: PredictParams) -> RawPrediction:
@@ -87,7 +114,7 @@ def infer(loaded: LoadedModel, data: bytes, params: PredictParams, max_pixels: i
     decoded = decode(data, max_pixels)
     raw = run_model(loaded, decoded.image, params)
     jpeg = annotate(decoded.image.rgb, raw.detections, loaded.model.info.classes, raw.classes) if draw else None
-    return Ran(raw, decoded.ms, jpeg)
+    return Ran(raw, decoded.ms, decoded.brightness, jpeg)
 
 
 def infer_each(loaded: LoadedModel, items: list[bytes], params: PredictParams, max_pixels: int) -> list[Ran | ApiError]:
@@ -125,24 +152,44 @@ def encode(loaded: LoadedModel, raw: RawPrediction, decode_ms: float, started: f
                       image=ImageSize(width=raw.width, height=raw.height), detections=dets, classes=top, timing_ms=timing)
 
 
-def observe(st: ServerState, loaded: LoadedModel, raw: RawPrediction, pred: Prediction, data: bytes) -> None:
-    """Stage latencies, per-class counts and confidences; a capture when the policy wants one."""
+def observe(st: ServerState, loaded: LoadedModel, raw: RawPrediction, pred: Prediction, data: bytes,
+            brightness: float) -> None:
+    """Stage latencies, per-class counts and confidences; a prediction log record; a capture
+    when the policy wants one."""
     m, name, classes = st.metrics, loaded.name, loaded.model.info.classes
     for stage in STAGES:
         m.stage.labels(name, stage).observe(getattr(pred.timing_ms, stage) / 1e3)
+    per_class: dict[str, int] = {}
     if raw.detections is not None:
         confs = raw.detections.conf
         ids, counts = np.unique(raw.detections.cls, return_counts=True)
         for c, n in zip(ids.tolist(), counts.tolist()):
+            per_class[class_name(classes, c)] = n
             m.detections.labels(name, class_name(classes, c)).inc(n)
     else:  # classification: the top-1 probability stands for the answer's confidence
         confs = np.array([raw.classes[0][1]]) if raw.classes else np.zeros(0)
+        per_class = {class_name(classes, raw.classes[0][0]): 1} if raw.classes else {}
     for s in confs.tolist():
         m.confidence.labels(name).observe(s)
+    if st.predlog is not None:
+        _log_prediction(st.predlog, loaded, raw, confs, per_class, brightness)
     reason = st.captures.reason(confs)
     if reason:
         dets = raw.detections.to_records(classes) if raw.detections is not None else []
         st.captures.submit(CaptureJob(name, loaded.version, reason, data, list(classes), dets))
+
+
+def _log_prediction(predlog: PredictionLog, loaded: LoadedModel, raw: RawPrediction, confs: np.ndarray,
+                    per_class: dict[str, int], brightness: float) -> None:
+    try:
+        predlog.add(PredictionRecord(ts=time.time(), model=loaded.name, version=loaded.version,
+                                     task=loaded.model.info.task, width=raw.width, height=raw.height,
+                                     brightness=round(brightness, 2), confidences=np.round(confs, 4).tolist(),
+                                     classes=per_class))
+    except Exception:  # noqa: BLE001 - statistics must never fail the prediction they describe
+        log.exception("prediction log record not built")
+        if predlog.on_drop is not None:
+            predlog.on_drop("bad_record")
 
 
 def count(st: ServerState, model: str, version: str, endpoint: str, status: int) -> None:

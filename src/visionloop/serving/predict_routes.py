@@ -13,16 +13,17 @@ from fastapi.responses import Response
 
 from .capture import CaptureJob
 from .errors import ApiError
-from .inputs import decode_base64, parse_json, read_body, read_images
+from .inputs import bearer_matches, decode_base64, parse_json, read_body, read_images
 from .manager import LoadedModel
 from .pipeline import ServerState, count, decode, encode, infer, infer_all, infer_each, observe, state_of
 from .runtime import PredictParams
 from .schemas import (
-    BatchItem, BatchResponse, CompareItem, CompareResponse, ErrorBody, ErrorResponse, FeedbackRequest,
+    BatchItem, BatchResponse, CompareItem, CompareResponse, Detection, ErrorBody, ErrorResponse, FeedbackRequest,
     FeedbackResponse, ImageSize, Prediction, REF,
 )
 
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
+_FEEDBACK_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 503)}
 _IMAGE_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                        "properties": {"file": {"type": "string", "format": "binary"}}}},
@@ -64,7 +65,7 @@ async def _one(st: ServerState, endpoint: str, name: str | None, request: Reques
         image = (await read_images(request, st.config.max_body_bytes))[0]
         ran = await st.pool.run(infer, loaded, image.data, params, st.config.max_pixels, draw)
         pred = encode(loaded, ran.raw, ran.decode_ms, started)
-        observe(st, loaded, ran.raw, pred, image.data)
+        observe(st, loaded, ran.raw, pred, image.data, ran.brightness)
         status = 200
         if not draw:
             return json_response(pred)
@@ -117,7 +118,7 @@ async def predict_batch(name: str, request: Request, params: PredictParams = Dep
             items.append(BatchItem(filename=item.filename, error=ErrorBody(code=res.code, message=res.message)))
             continue
         pred = encode(loaded, res.raw, res.decode_ms, started)
-        observe(st, loaded, res.raw, pred, item.data)
+        observe(st, loaded, res.raw, pred, item.data, res.brightness)
         items.append(BatchItem(filename=item.filename, prediction=pred))
     count(st, loaded.name, loaded.version, "batch", 200)
     return json_response(BatchResponse(model=loaded.name, version=loaded.version, results=items))
@@ -143,7 +144,7 @@ async def compare(request: Request, params: PredictParams = Depends(_params), st
             items.append(CompareItem(model=name, error=ErrorBody(code=res.code, message=res.message)))
             continue
         pred = encode(loaded, res, decoded.ms, started)
-        observe(st, loaded, res, pred, image.data)
+        observe(st, loaded, res, pred, image.data, decoded.brightness)
         count(st, name, loaded.version, "compare", 200)
         items.append(CompareItem(model=name, prediction=pred))
     return json_response(CompareResponse(image=ImageSize(width=decoded.image.width, height=decoded.image.height),
@@ -162,14 +163,50 @@ async def _feedback_request(request: Request, limit: int) -> FeedbackRequest:
         raise ApiError(422, "bad_parameter", str(exc).splitlines()[0]) from None
 
 
-@router.post("/v1/feedback", response_model=FeedbackResponse, status_code=202, responses=_ERRORS, tags=["feedback"],
-             openapi_extra=_FEEDBACK_BODY)
+def _refuse(st: ServerState, why: str, exc: ApiError) -> ApiError:
+    st.metrics.feedback_refused.labels(why).inc()
+    return exc
+
+
+def _admit(st: ServerState, request: Request) -> None:
+    """Rate limit per client IP first (also throttles token guessing), then the token."""
+    wait = st.feedback_limiter.check(request.client.host if request.client else "?") if st.feedback_limiter else 0
+    if wait > 0:
+        raise _refuse(st, "rate_limited", ApiError(429, "rate_limited", "too much feedback from this client; retry"
+                      " later", {"Retry-After": st.feedback_limiter.retry_after(wait)}))
+    if st.feedback_token and not bearer_matches(request, st.feedback_token):
+        raise _refuse(st, "unauthorized", ApiError(401, "unauthorized", "missing or wrong feedback token "
+                                                   "(Authorization: Bearer ...)"))
+
+
+def _check_classes(st: ServerState, dets: list[Detection], classes: list[str]) -> None:
+    bad = sorted({f"{d.class_id}:{d.class_name}" for d in dets
+                  if not 0 <= d.class_id < len(classes) or classes[d.class_id] != d.class_name})
+    if bad:
+        raise _refuse(st, "bad_class", ApiError(422, "unknown_class", f"detections name classes the model does not "
+                      f"have (id:name): {', '.join(bad[:10])}; the model's classes: {', '.join(classes)}"))
+
+
+@router.post("/v1/feedback", response_model=FeedbackResponse, status_code=202, responses=_FEEDBACK_ERRORS,
+             tags=["feedback"], openapi_extra=_FEEDBACK_BODY)
 async def feedback(request: Request, st: ServerState = Depends(state_of)):
-    """Flag a prediction as wrong: the image and its prediction go to the capture inbox (reason `flagged`)."""
-    fb = await _feedback_request(request, st.config.max_body_bytes)
+    """Flag a prediction as wrong: the image and its prediction go to the capture inbox (reason `flagged`).
+
+    When the server has a feedback token (`VISIONLOOP_FEEDBACK_TOKEN` or `--feedback-token`), send it as
+    `Authorization: Bearer TOKEN` (401 without it); unset, the endpoint is open. Each client IP gets
+    `--feedback-rate` requests (429 + Retry-After beyond), bodies up to `--feedback-max-mb`, detections
+    whose class ids and names are the model's (422 otherwise), and a flag counts against `--capture-max`
+    (503 when the inbox is full and `--capture-full refuse`)."""
+    _admit(st, request)
+    fb = await _feedback_request(request, st.config.feedback_max_body_bytes)
     loaded = st.manager.get(fb.model)
+    classes = list(loaded.model.info.classes)
+    if fb.detections is not None:
+        _check_classes(st, fb.detections, classes)
+    if not st.captures.has_room(loaded.name):
+        raise _refuse(st, "inbox_full", ApiError(503, "inbox_full", "the capture inbox is full (--capture-max); "
+                      "label or discard captures, then retry", {"Retry-After": str(int(st.config.capture.recount_s))}))
     data = decode_base64(fb.image)
-    classes = loaded.model.info.classes
     if fb.detections is None:
         raw = (await st.pool.run(infer, loaded, data, PredictParams(), st.config.max_pixels)).raw
         dets = raw.detections.to_records(classes) if raw.detections is not None else []
@@ -178,6 +215,6 @@ async def feedback(request: Request, st: ServerState = Depends(state_of)):
         dets = fb.detections
     rec_id = uuid.uuid4().hex
     version = fb.version or loaded.version
-    if not st.captures.submit(CaptureJob(loaded.name, version, "flagged", data, list(classes), dets, fb.note, rec_id)):
+    if not st.captures.submit(CaptureJob(loaded.name, version, "flagged", data, classes, dets, fb.note, rec_id)):
         raise ApiError(503, "overloaded", "capture queue is full; retry shortly", {"Retry-After": "1"})
     return FeedbackResponse(accepted=True, id=rec_id, model=loaded.name, version=version)

@@ -123,6 +123,12 @@ def check_output(info: ModelInfo, out: np.ndarray) -> None:
         raise ModelLoadError("warm-up output contains NaN or infinity")
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message (onnxruntime and MLflow write pages), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def default_threads(workers: int) -> int:
     """intra-op threads per session so that ``workers`` concurrent runs share the cores."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))
@@ -144,8 +150,7 @@ def create_session(path: Path, intra_threads: int, spinning: bool = True):
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load {path.name}: {first[:300]}") from None
+        raise ModelLoadError(f"cannot load {path.name}: {first_line(exc)}") from None
 
 
 class OnnxModel:
@@ -163,8 +168,11 @@ class OnnxModel:
         """Run grey images through the model (first runs allocate) and check the output shape."""
         h, w = self.info.imgsz
         grey = np.full((1, 3, h, w), 114 / 255, dtype=np.float32)
-        for _ in range(runs):
-            out = self.run(grey)
+        try:
+            for _ in range(runs):
+                out = self.run(grey)
+        except Exception as exc:  # onnxruntime's own error types: a model that loads but cannot run
+            raise ModelLoadError(f"warm-up failed: {type(exc).__name__}: {first_line(exc)}") from None
         check_output(self.info, out)
 
     def run(self, tensor: np.ndarray) -> np.ndarray:

@@ -82,8 +82,13 @@ class ModelStatus(BaseModel):
     input_size: list[int] | None = Field(default=None, description="[height, width] of the model input.")
     providers: list[str] = Field(default_factory=list)
     loaded_at: str | None = None
-    last_error: str | None = Field(default=None, description="Why the latest load or reload failed.")
+    last_error: str | None = Field(default=None, description="Why the latest load, reload or watcher poll failed "
+                                   "(cleared by the next successful load).")
     last_error_at: str | None = None
+    pinned: bool = Field(default=False, description="A manual reload named a version or file: the watcher leaves "
+                         "this model alone until `{\"unpin\": true}`.")
+    last_check_at: str | None = Field(default=None, description="The watcher's latest poll of the alias.")
+    watch_errors: int = Field(default=0, description="Watcher polls that failed since start (it keeps polling).")
 
 
 class ModelsResponse(BaseModel):
@@ -103,6 +108,7 @@ class ReadyResponse(BaseModel):
 class ReloadRequest(BaseModel):
     version: str | None = Field(default=None, description="Registry version to load, e.g. '5'.")
     path: str | None = Field(default=None, description="An .onnx file on the server to load instead.")
+    unpin: bool = Field(default=False, description="Release a pin and load what the alias names now.")
 
 
 class ReloadResponse(BaseModel):
@@ -111,13 +117,15 @@ class ReloadResponse(BaseModel):
     version: str
     swapped: bool = Field(description="False when the resolved version is the one already serving.")
     classes_changed: bool = Field(default=False, description="The new version names different classes.")
+    pinned: bool = Field(default=False, description="The model stays on this version until unpinned.")
 
 
 class FeedbackRequest(BaseModel):
     model: str | None = Field(default=None, description="Model the prediction came from; default model if omitted.")
     image: str = Field(description="The image, base64 (a data: URL prefix is accepted).")
     version: str | None = Field(default=None, description="Version that answered; the serving one if omitted.")
-    detections: list[Detection] | None = Field(default=None, description="The prediction being flagged; re-run if omitted.")
+    detections: list[Detection] | None = Field(default=None, max_length=1000,
+                                               description="The prediction being flagged; re-run if omitted.")
     note: str = Field(default="", max_length=2000, description="What was wrong.")
 
 

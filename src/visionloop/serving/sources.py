@@ -4,11 +4,13 @@
 see :mod:`visionloop.registry.refs`. Registry refs go through
 :func:`visionloop.registry.resolve_model`, imported lazily (MLflow is heavy; it does not pull
 torch). A file's version is ``file:`` + the first 12 hex digits of its sha256, so a changed
-file is a new version.
+file is a new version; the hash is remembered per (size, mtime_ns, inode), so resolving an
+unchanged file again reads no bytes of it.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +62,25 @@ def parse_spec(value: str) -> ModelSpec:
     return ModelSpec(parse_ref(value))
 
 
+_HASHES: dict[Path, tuple[tuple[int, int, int], str]] = {}  # path -> (stat key, version)
+_HASHES_LOCK = threading.Lock()
+_HASHES_MAX = 256
+
+
 def file_version(path: Path) -> str:
-    return "file:" + sha256_file(path)[:12]
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (st.st_size, st.st_mtime_ns, st.st_ino)
+    with _HASHES_LOCK:
+        hit = _HASHES.get(path)
+    if hit and hit[0] == key:
+        return hit[1]
+    version = "file:" + sha256_file(path)[:12]
+    with _HASHES_LOCK:
+        if len(_HASHES) >= _HASHES_MAX:
+            _HASHES.pop(next(iter(_HASHES)))
+        _HASHES[path] = (key, version)
+    return version
 
 
 def resolve_file(path: Path) -> ResolvedSource:
@@ -76,6 +95,14 @@ def resolve_registry(ref: ModelRef) -> ResolvedSource:
 
     resolved = registry.resolve_model(ref)
     return ResolvedSource(str(resolved.version), Path(resolved.onnx_path), ref.alias, resolved.name)
+
+
+def current_version(spec: ModelSpec) -> str:
+    """The registry version the slot's ref names now: one registry call, nothing downloaded or
+    hashed (the watcher's poll). Only for registry slots."""
+    from .. import registry
+
+    return registry.version_of(spec.model)
 
 
 def resolve(spec: ModelSpec, version: str | None = None, path: str | None = None) -> ResolvedSource:

@@ -183,6 +183,15 @@ def _with_summary(res: PipelineResult) -> PipelineResult:
     return res
 
 
+def registered_version(cfg: TrainConfig):
+    """The registered version that holds exactly this training (the same cache key), or None.
+    Runs only the checks before a run (``--data`` is resolved, maybe imported); trains nothing."""
+    from .events import NullEvents
+
+    p = Pipeline(cfg, NullEvents())
+    return p._registered_hit(p._plan())
+
+
 def run_pipeline(cfg: TrainConfig, events: PipelineEvents | None = None) -> PipelineResult:
     """Train, export, evaluate and register as ``cfg`` says; progress to ``events`` (default: log)."""
     return Pipeline(cfg, events).run()

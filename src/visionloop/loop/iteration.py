@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from . import registry
-from .datasets.catalog import Catalog
-from .datasets.manifest import DatasetManifest
-from .errors import NotFoundError, VisionloopError
-from .feedback import relabel
-from .feedback.labelstudio import LabelStudioConfig
-from .promotion import Gate, PromotionResult
-from .store import Store, open_store
+from .. import registry
+from ..datasets.catalog import Catalog
+from ..datasets.manifest import DatasetManifest
+from ..errors import NotFoundError, VisionloopError
+from ..feedback import relabel
+from ..feedback.labelstudio import LabelStudioConfig
+from ..promotion import Gate, PromotionResult
+from ..store import Store, open_store
 
 if TYPE_CHECKING:
-    from .training.events import PipelineEvents
+    from ..training.events import PipelineEvents
 
 # Parameters of the champion's MLflow run that define a training (and can be reused).
 REUSED_PARAMS = ("model", "epochs", "batch", "imgsz", "device", "seed", "patience", "workers")
@@ -44,8 +44,11 @@ class LoopOptions(BaseModel):
 
 
 class Step(BaseModel):
+    """A step's progress: ``started`` as it begins (never kept in :attr:`LoopResult.steps`),
+    then one of done / skipped / failed."""
+
     name: str
-    status: Literal["done", "skipped", "failed"]
+    status: Literal["started", "done", "skipped", "failed"]
     detail: str
 
 
@@ -82,7 +85,7 @@ def champion_params(name: str) -> dict[str, Any]:
 def _labels_step(store: Store, opts: LoopOptions, manifest: DatasetManifest) -> tuple[DatasetManifest, bool, str]:
     """(latest manifest, whether a version was made, what happened)."""
     if opts.labelstudio.url:
-        from .feedback import labelstudio as ls
+        from ..feedback import labelstudio as ls
 
         with ls.LabelStudio(opts.labelstudio.url, ls.resolve_token(opts.token)) as client:
             res = ls.pull(store, client, opts.labelstudio.project, manifest)
@@ -96,6 +99,8 @@ def _labels_step(store: Store, opts: LoopOptions, manifest: DatasetManifest) -> 
         return manifest, False, f"no labeled captures in the inbox of {opts.capture_model or opts.model}"
     items = [relabel.from_capture(r, manifest.classes) for r in records]
     res = relabel.commit_labeled(store, manifest, items, source=f"inbox:{opts.capture_model or opts.model}")
+    # commit_labeled moves the captures to in_dataset; a rerun after a crash finds the same content
+    # (no new version) and moves what is left
     if not res.created:
         return manifest, False, f"{len(items)} labeled captures are already in {manifest.ref}"
     added = len(res.manifest.images) - len(manifest.images)
@@ -104,8 +109,8 @@ def _labels_step(store: Store, opts: LoopOptions, manifest: DatasetManifest) -> 
 
 def _train(opts: LoopOptions, manifest: DatasetManifest, events: PipelineEvents | None) -> str:
     """Train in this process with the champion's parameters (flags win); returns the version."""
-    from .training.config import build_config, load_file
-    from .training.pipeline import run_pipeline
+    from ..training.config import build_config, load_file
+    from ..training.pipeline import run_pipeline
 
     values = {**load_file(opts.config), **champion_params(opts.model)}
     cfg = build_config(values, {**opts.train_overrides, "data": manifest.ref, "name": opts.model})
@@ -117,9 +122,9 @@ def _train(opts: LoopOptions, manifest: DatasetManifest, events: PipelineEvents 
 
 def run_iteration(opts: LoopOptions, say: Callable[[Step], None] = lambda s: None,
                   training: PipelineEvents | None = None) -> LoopResult:
-    """One turn; ``say`` hears every step as it ends, ``training`` the training's progress
-    (default: the ``visionloop.training`` log)."""
-    from . import promotion, reports
+    """One turn; ``say`` hears every step as it starts and as it ends, ``training`` the
+    training's progress (default: the ``visionloop.training`` log)."""
+    from .. import promotion, reports
 
     store = open_store()
     out = LoopResult()
@@ -128,6 +133,9 @@ def run_iteration(opts: LoopOptions, say: Callable[[Step], None] = lambda s: Non
         s = Step(name=name, status=status, detail=detail)  # type: ignore[arg-type]
         out.steps.append(s)
         say(s)
+
+    def start(name: str, detail: str) -> None:
+        say(Step(name=name, status="started", detail=detail))
 
     def run(name: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -138,6 +146,8 @@ def run_iteration(opts: LoopOptions, say: Callable[[Step], None] = lambda s: Non
             raise LoopStopped(f"loop stopped at {name}: {exc} (done before: {done}; run the loop again to resume)") from None
 
     catalog = Catalog(store)
+    start("labels", f"from Label Studio project {opts.labelstudio.project!r}" if opts.labelstudio.url
+          else f"from the inbox of {opts.capture_model or opts.model}")
     manifest = run("labels", lambda: catalog.load(opts.data))
     manifest, created, detail = run("labels", lambda: _labels_step(store, opts, manifest))
     step("labels", "done" if created else "skipped", detail)
@@ -153,6 +163,7 @@ def run_iteration(opts: LoopOptions, say: Callable[[Step], None] = lambda s: Non
         out.champion_after = champ.ref
         return out
 
+    start("train", f"{opts.model} on {manifest.ref}")
     version = run("train", lambda: _train(opts, manifest, training))
     out.trained = f"{opts.model}/{version}"
     step("train", "done", f"{out.trained} trained on {manifest.ref}")
@@ -161,8 +172,10 @@ def run_iteration(opts: LoopOptions, say: Callable[[Step], None] = lambda s: Non
         out.champion_after = f"{opts.model}/{registry.get_alias(opts.model, registry.CHAMPION)}"
         why = "the first model of its name" if champ is None else "this training was already registered"
         step("promote", "skipped", f"{out.champion_after} is the champion ({why})")
+        start("report", str(opts.report))
         run("report", lambda: reports.build(out.trained, None, manifest.ref, opts.report, opts.gate))
     else:
+        start("compare", f"{out.trained} against {champ.ref} on {manifest.ref}, then the gate")
         res = run("compare", lambda: promotion.promote(out.trained, gate=opts.gate, data=manifest.ref))
         out.promotion = res
         cmp = res.comparison
@@ -172,6 +185,7 @@ def run_iteration(opts: LoopOptions, say: Callable[[Step], None] = lambda s: Non
         else:
             step("promote", "skipped", "gate refused: " + "; ".join(res.decision.reasons))
         out.champion_after = f"{opts.model}/{res.version if res.promoted else res.previous}"
+        start("report", str(opts.report))
         rep = reports.Report(title=f"visionloop loop: {opts.model}", old=cmp.a, new=cmp.b, comparison=cmp,
                              decision=res.decision, promoted=res.promoted)
         new_m = registry.resolve_model(out.trained)
