@@ -11,7 +11,9 @@ from pydantic import BaseModel
 from rich.console import Console
 
 console = Console()
-err_console = Console(stderr=True)
+# Bound to the stream now: training redirects sys.stderr into its log file, and the epoch
+# bar must still reach the terminal.
+err_console = Console(file=sys.stderr)
 
 JSON_HELP = "Print one JSON document on stdout instead of tables (for scripts)."
 
