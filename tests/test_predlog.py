@@ -99,22 +99,21 @@ def test_a_failing_store_counts_drops_and_add_still_answers(tmp_path):
     log.close()
 
 
+@pytest.mark.timeout(120)  # a blocking add() would hang here: the store never answers until released
 def test_full_queue_drops_instead_of_blocking(tmp_path):
     blocked = threading.Event()
 
     class SlowStore(Store):
         def write_bytes(self, key, data, *, durable=True):
-            blocked.wait(10)  # a store that hangs: the writer thread is stuck here
+            blocked.wait()  # a store that hangs until released: the writer thread is stuck here
             super().write_bytes(key, data, durable=durable)
 
     url = str(tmp_path / "store")
     reasons: list[str] = []
     log = PredictionLog(url, batch=2, flush_s=0.05, queue_size=4, on_drop=reasons.append)
     log._store = SlowStore(url)
-    t0 = time.perf_counter()
-    results = [log.add(rec(time.time())) for _ in range(200)]
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0  # 200 adds against a hung store: no waiting
+    results = [log.add(rec(time.time())) for _ in range(200)]  # returns only if add() never waits
+    assert not blocked.is_set()
     assert results.count(False) >= 200 - 4 - 2  # the queue plus at most one batch in flight
     assert reasons and set(reasons) == {"queue_full"}
     assert len(reasons) == results.count(False)
@@ -124,12 +123,13 @@ def test_full_queue_drops_instead_of_blocking(tmp_path):
     assert len(read_predictions(Store(url), "m")) == log.written
 
 
+@pytest.mark.timeout(120)  # close() waiting on the store would hang here until the timeout
 def test_close_does_not_hang_on_a_hung_store(tmp_path):
     release = threading.Event()
 
     class HungStore(Store):
         def write_bytes(self, key, data, *, durable=True):
-            release.wait(30)
+            release.wait()
 
     reasons: list[str] = []
     log = PredictionLog(str(tmp_path / "s"), batch=1, flush_s=0.01, on_drop=reasons.append)
@@ -138,9 +138,8 @@ def test_close_does_not_hang_on_a_hung_store(tmp_path):
     for _ in range(5):
         log.add(rec(time.time()))
     time.sleep(0.2)  # the writer is now stuck on the first record
-    t0 = time.perf_counter()
-    log.close()
-    assert time.perf_counter() - t0 < 3
+    log.close()  # returns although the store never will
+    assert not release.is_set()
     assert reasons == ["shutdown"] * 4  # the queued ones; the one being written is the store's
     release.set()
 
