@@ -133,19 +133,27 @@ def assert_parity(server: np.ndarray, reference: np.ndarray, min_iou: float = 0.
         used[cand[best]] = True
 
 
-def constant_model(path: Path, output: np.ndarray, meta: dict[str, str], imgsz: int = 64) -> Path:
-    """A real ONNX file whose output is ``output`` plus 0 * mean(input) (so the input is used)."""
+def constant_model(path: Path, output: np.ndarray, meta: dict[str, str], imgsz: int = 64,
+                   channel: int | None = None) -> Path:
+    """A real ONNX file whose output is ``output`` plus 0 * mean(input) (so the input is used).
+
+    ``channel`` first gathers that input channel: one past the 3 channels loads fine and
+    raises inside onnxruntime at run time (a model whose warm-up fails)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    const = numpy_helper.from_array(output.astype(np.float32), "const")
-    zero = numpy_helper.from_array(np.array(0, np.float32), "zero")
+    inits = [numpy_helper.from_array(output.astype(np.float32), "const"),
+             numpy_helper.from_array(np.array(0, np.float32), "zero")]
     nodes = [helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
              helper.make_node("Mul", ["m", "zero"], ["z"]),
              helper.make_node("Add", ["const", "z"], ["output0"])]
+    if channel is not None:
+        inits.append(numpy_helper.from_array(np.array(channel, np.int64), "idx"))
+        nodes = [helper.make_node("Gather", ["images", "idx"], ["g"], axis=1),
+                 helper.make_node("ReduceMean", ["g"], ["m"], keepdims=0), *nodes[1:]]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, imgsz, imgsz])],
                               [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(output.shape))],
-                              initializer=[const, zero])
+                              initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     for k, v in meta.items():

@@ -53,24 +53,7 @@ def wrong_shape_model(path: Path) -> Path:
 
 def failing_model(path: Path) -> Path:
     """A valid ONNX that loads but raises inside onnxruntime at run time (index 7 of 3 channels)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    inits = [numpy_helper.from_array(np.array(7, np.int64), "idx"),
-             numpy_helper.from_array(np.full((1, 4), 0.25, np.float32), "const"),
-             numpy_helper.from_array(np.array(0, np.float32), "zero")]
-    nodes = [helper.make_node("Gather", ["images", "idx"], ["g"], axis=1),
-             helper.make_node("ReduceMean", ["g"], ["m"], keepdims=0),
-             helper.make_node("Mul", ["m", "zero"], ["z"]),
-             helper.make_node("Add", ["const", "z"], ["output0"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
-                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    for k, v in META.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    onnx.save(model, str(path))
-    return path
+    return constant_model(path, np.full((1, 4), 0.25, np.float32), META, channel=7)
 
 
 def register(name: str, path: Path) -> str:
