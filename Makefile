@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test install labelstudio studio bench clean
+.PHONY: demo test install labelstudio browser studio bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,15 @@ demo: $(STAMP)
 labelstudio:
 	bash scripts/labelstudio.sh install
 
+# Debian's chromium for the page's browser tests (apt-get, as root)
+browser:
+	bash scripts/browser.sh
+
 # the project's own Label Studio on 127.0.0.1:8080 (README: "One round by hand")
 studio: $(STAMP) labelstudio
 	$(VENV)/bin/visionloop label studio
 
-test: $(STAMP) labelstudio
+test: $(STAMP) labelstudio browser
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)

@@ -5,10 +5,15 @@ The full-size demo (`make demo`) is timed by hand and recorded in bench/RESULTS.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import time
 
+import httpx
 import pytest
-from conftest import run_cli
+from conftest import VISIONLOOP, run_cli
 from loop_fixtures import isolated_home
 
 from visionloop import registry
@@ -18,10 +23,36 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # real trainings on 
 
 def test_mini_demo_runs_the_whole_loop(tmp_path):
     home = tmp_path / "demo-home"
-    r = run_cli("demo", "--home", str(home), "--v1-images", "24", "--v1-epochs", "1", "--unseen", "60",
-                "--v2-epochs", "30", "--imgsz", "96", cwd=tmp_path, env={"LABEL_STUDIO_URL": ""})
-    assert r.returncode == 0, r.stderr[-3000:]
-    err, out = r.stderr, r.stdout
+    proc = subprocess.Popen([*VISIONLOOP, "demo", "--home", str(home), "--v1-images", "24", "--v1-epochs", "1",
+                             "--unseen", "60", "--v2-epochs", "30", "--imgsz", "96", "--keep-serving"],
+                            cwd=tmp_path, env={**os.environ, "LABEL_STUDIO_URL": "", "COLUMNS": "200"},
+                            stdout=subprocess.PIPE, stderr=open(tmp_path / "demo.err", "wb"), text=True)
+    try:
+        out = ""
+        while (line := proc.stdout.readline()) and "Ctrl-C stops it" not in line:
+            out += line
+        out += line
+        url = re.search(r"open (http://127\.0\.0\.1:\d+)/ui", out)
+        assert url, out + (tmp_path / "demo.err").read_text()[-3000:]
+        # --keep-serving: the demo's server and its page are still up, serving the promoted model
+        page = httpx.get(url.group(1) + "/ui")
+        assert page.status_code == 200 and "visionloop" in page.text
+        assert httpx.get(url.group(1) + "/v1/models").json()["models"][0]["version"] == "2"
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert proc.wait(30) == 0
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url.group(1) + "/health", timeout=1)
+            except httpx.TransportError:
+                break  # the server went with the demo
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the demo's server outlived Ctrl-C")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = (tmp_path / "demo.err").read_text()
     assert "1. dataset shapes@1: 24 generated images" in err
     assert "2. trained shapes/1" in err
     assert re.search(r"4\. sent 60 unseen images; the server captured \d+", err)

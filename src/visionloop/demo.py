@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from .datasets import synthetic
 from .datasets.manifest import YoloBox
@@ -54,6 +54,8 @@ class DemoOptions(BaseModel):
     capture_high: float = 0.6
     seed: int = 0
     port: int = 0  # 0: a free port
+    keep_serving: bool = Field(default=False, description="Leave the server (and its page at /ui) running at the "
+                               "end: the result's ``serving`` owns it.")
 
 
 class DemoResult(BaseModel):
@@ -66,6 +68,12 @@ class DemoResult(BaseModel):
     served_before: str
     served_after: str
     seconds: float
+    url: str | None = Field(default=None, description="The server still running (keep_serving), e.g. for /ui.")
+    _serving: ServerProcess | None = PrivateAttr(default=None)
+
+    @property
+    def serving(self) -> ServerProcess | None:
+        return self._serving
 
 
 def _prepare_home(home: Path) -> Path:
@@ -133,6 +141,21 @@ class ServerProcess:
         if r.status_code != 200:
             raise VisionloopError(f"predict answered HTTP {r.status_code}: {r.text[:200]}")
         return r.json()
+
+    def wait_until_interrupted(self) -> None:
+        """Block until Ctrl-C or SIGTERM (or the server exits by itself), then stop it."""
+        def interrupted(signum, frame):
+            raise KeyboardInterrupt
+
+        # explicit: a process started with SIGINT ignored (a background job) would otherwise never stop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, interrupted)
+        try:
+            self.proc.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         self.http.close()
@@ -225,6 +248,7 @@ def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], trai
     say(f"2. trained {v1_ref} ({opts.v1_epochs} epochs on {v1_data.ref}); it is the champion")
 
     # 3. serve the champion, following the alias
+    kept = False
     server = ServerProcess(["--model", f"{MODEL}@champion", "--watch", "1", "--capture", "low-confidence",
                             "--capture-range", f"{opts.capture_low},{opts.capture_high}"],
                            home / "server.log", opts.port, env=settings.child_env())
@@ -269,10 +293,14 @@ def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], trai
         answer = server.predict(MODEL, synthetic.png_bytes(synthetic.render(rng, size=opts.imgsz)[0]), opts.conf)
         served_after = f"{MODEL}/{answer['version']}"
         say(f"10. the server now answers with {served_after} (champion {MODEL}/{champion})")
+        kept = opts.keep_serving
     finally:
-        server.stop()
+        if not kept:  # an error stops it too
+            server.stop()
     cmp = res.promotion.comparison if res.promotion else None
-    return DemoResult(v1=v1_ref, v2=res.trained, comparison=cmp, promoted=promoted, captured=captured,
-                      sent=opts.unseen, served_before=served_before, served_after=served_after,
-                      seconds=time.monotonic() - t0)
+    result = DemoResult(v1=v1_ref, v2=res.trained, comparison=cmp, promoted=promoted, captured=captured,
+                        sent=opts.unseen, served_before=served_before, served_after=served_after,
+                        seconds=time.monotonic() - t0, url=server.url if kept else None)
+    result._serving = server if kept else None
+    return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -18,6 +19,8 @@ def demo(
     unseen: int = typer.Option(200, "--unseen", min=1, help="Unseen images sent to the server."),
     imgsz: int = typer.Option(96, "--imgsz", help="Image and model input size (a multiple of 32)."),
     port: int = typer.Option(0, "--port", help="Server port (0: a free one)."),
+    keep_serving: bool = typer.Option(False, "--keep-serving", help="Leave the server and its page (/ui) running "
+                                      "at the end, until Ctrl-C."),
 ) -> None:
     """The whole loop on generated data, on CPU: data → train → serve → capture → label → retrain → promote → hot swap."""
     from rich.markup import escape
@@ -30,7 +33,7 @@ def demo(
     os.environ.setdefault("YOLO_CONFIG_DIR", str(home.expanduser().resolve() / "ultralytics"))
     os.environ.setdefault("YOLO_OFFLINE", "1")
     opts = DemoOptions(home=home, v1_epochs=v1_epochs, v2_epochs=v2_epochs, v1_images=v1_images, unseen=unseen,
-                       imgsz=imgsz, port=port)
+                       imgsz=imgsz, port=port, keep_serving=keep_serving)
     res = run_demo(opts, lambda line: err_console.print(escape(line), highlight=False, soft_wrap=True),
                    RichPipelineEvents(err_console))
     t = Table(title=f"v1 vs v2 on the same frozen test split ({res.comparison.data if res.comparison else '-'})")
@@ -44,3 +47,8 @@ def demo(
     console.print(f"promoted: {'yes' if res.promoted else 'no (the gate refused)'}; the server answered with "
                   f"{res.served_before} before and {res.served_after} now; {res.captured} of {res.sent} images captured; "
                   f"report: {home / 'report.md'}; {res.seconds:.0f} s in all")
+    if res.serving is not None:
+        console.print(f"the server keeps running: open [bold]{res.url}/ui[/] to try {res.served_after} in the "
+                      f"browser (API docs at {res.url}/docs); Ctrl-C stops it")
+        sys.stdout.flush()
+        res.serving.wait_until_interrupted()

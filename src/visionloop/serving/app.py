@@ -4,7 +4,8 @@ Handlers stay on the event loop only for cheap work (reading the body, building 
 decode + inference + drawing run in the bounded :class:`InferencePool`, so ``/health``
 answers while models work and a flood gets 503 + Retry-After instead of an ever-growing queue.
 A request is :mod:`.pipeline`'s decode → run_model → encode; the routes are in
-:mod:`.predict_routes` and :mod:`.ops_routes`; every error leaves as ``{"error": {"code", "message"}}``.
+:mod:`.predict_routes`, :mod:`.ops_routes` and :mod:`.ui_routes` (the page at /ui); every
+error leaves as ``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
-from . import ops_routes, predict_routes
+from . import ops_routes, predict_routes, ui_routes
 from .config import ServeConfig
 from .errors import install_handlers
 from .pipeline import ServerState, build_state, close_state
@@ -43,4 +44,5 @@ def create_app(config: ServeConfig, state: ServerState | None = None) -> FastAPI
     install_handlers(app)
     app.include_router(ops_routes.router)
     app.include_router(predict_routes.router)
+    app.include_router(ui_routes.router)
     return app

@@ -124,14 +124,28 @@ async def predict_batch(name: str, request: Request, params: PredictParams = Dep
     return json_response(BatchResponse(model=loaded.name, version=loaded.version, results=items))
 
 
+def _compare_names(st: ServerState, wanted: str | None) -> list[str]:
+    if not wanted:
+        return list(st.manager.slots)
+    names = list(dict.fromkeys(n.strip() for n in wanted.split(",") if n.strip()))
+    unknown = [n for n in names if n not in st.manager.slots]
+    if unknown or not names:
+        raise ApiError(404, "not_found", f"no such model: {', '.join(unknown) or '(none named)'}; "
+                       f"served: {', '.join(st.manager.slots)}")
+    return names
+
+
 @router.post("/v1/compare", response_model=CompareResponse, response_model_exclude_none=True,
              responses=_ERRORS, openapi_extra=_IMAGE_BODY, tags=["predict"])
-async def compare(request: Request, params: PredictParams = Depends(_params), st: ServerState = Depends(state_of)):
-    """One image through every loaded model, side by side (e.g. custom vs. stock, or S/M/L)."""
+async def compare(request: Request, params: PredictParams = Depends(_params), st: ServerState = Depends(state_of),
+                  models_: str | None = Query(None, alias="models", description="Comma-separated model names "
+                                              "(e.g. `custom,baseline`); every served model if omitted.")):
+    """One image through several served models, side by side (e.g. custom vs. stock, or S beside M)."""
     started = time.perf_counter()
+    names = _compare_names(st, models_)
     image = (await read_images(request, st.config.max_body_bytes))[0]
     models: dict[str, LoadedModel | ApiError] = {}
-    for name in st.manager.slots:
+    for name in names:
         try:
             models[name] = st.manager.get(name)
         except ApiError as exc:
