@@ -24,7 +24,7 @@ from visionloop.datasets.manifest import YoloBox
 from visionloop.datasets.split import assign_split
 from visionloop.feedback import labelstudio as lsmod
 from visionloop.feedback.inbox import CaptureRecord, count_by_state, list_captures, write_capture
-from visionloop.predictions import Detection, PixelBox
+from visionloop.predictions import ClassScore, Detection, PixelBox
 from visionloop.store import open_store, sha256_bytes
 
 TOKEN = "vl-test-token-0123456789abcdef"
@@ -290,3 +290,65 @@ def test_bad_token_unreachable_and_unknown_class(label_studio, vl_home):
     assert r.returncode != 0
     assert len(r.stderr.strip().splitlines()) == 1 and "hexagon" in r.stderr and "nothing was written" in r.stderr
     assert Catalog(store).versions("shapes") == [1]
+
+
+def _classify_dataset_and_captures(n: int = 3) -> dict[str, tuple[CaptureRecord, int]]:
+    """A classify version of generated images (the first shape names the class) and ``n`` captures
+    whose model said the wrong class first."""
+    store = open_store()
+    drafts = []
+    for s in synthetic.generate(8, seed=5, size=64):
+        p = images.prepare(s.data)
+        drafts.append(DraftImage(store.put_blob(p.data), p.ext, p.width, p.height, class_id=s.boxes[0].class_id,
+                                 source=s.name))
+    Catalog(store).commit("kinds", synthetic.CLASSES, drafts, task="classify")
+    out = {}
+    for s in synthetic.generate(n, seed=77, size=64):
+        p = images.prepare(s.data)
+        truth = s.boxes[0].class_id
+        wrong = (truth + 1) % len(synthetic.CLASSES)
+        top = [ClassScore(class_id=wrong, class_name=synthetic.CLASSES[wrong], confidence=0.45),
+               ClassScore(class_id=truth, class_name=synthetic.CLASSES[truth], confidence=0.4)]
+        rec = CaptureRecord(model="cls", version="1", reason="low-margin", image_sha256=sha256_bytes(p.data),
+                            ext=p.ext, width=p.width, height=p.height, classes=list(synthetic.CLASSES), top=top)
+        write_capture(store, rec, p.data)
+        out[rec.id] = (rec, truth)
+    return out
+
+
+def test_classification_push_with_top1_preannotation_and_pull(label_studio, vl_home):
+    url, env = label_studio, {"LABEL_STUDIO_API_KEY": TOKEN}
+    caps = _classify_dataset_and_captures(3)
+    r = run_cli("label", "push", "--url", url, "--project", "kinds-review", "--data", "kinds", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "created" in r.stdout and "pushed 3" in r.stdout
+    with _api(url) as c:
+        proj = next(p for p in c.get("/api/projects", params={"page_size": 100}).json()["results"]
+                    if p["title"] == "kinds-review")
+        assert "<Choices" in proj["label_config"] and "RectangleLabels" not in proj["label_config"]
+        tasks = c.get("/api/tasks", params={"project": proj["id"], "page_size": 100, "fields": "all"}).json()["tasks"]
+        assert len(tasks) == 3
+        for t in tasks:  # the model's top-1 is the pre-annotation an annotator starts from
+            rec, _ = caps[t["data"][lsmod.CAPTURE_KEY]]
+            preds = c.get("/api/predictions", params={"task": t["id"]}).json()
+            preds = preds.get("results", preds) if isinstance(preds, dict) else preds
+            assert [p["result"][0]["value"]["choices"] for p in preds] == [[rec.top[0].class_name]]
+        labeled = {}
+        for t in sorted(tasks, key=lambda t: t["id"])[:2]:  # the annotator corrects two of them
+            rec, truth = caps[t["data"][lsmod.CAPTURE_KEY]]
+            res = [{"from_name": "label", "to_name": "image", "type": "choices",
+                    "value": {"choices": [synthetic.CLASSES[truth]]}}]
+            assert c.post(f"/api/tasks/{t['id']}/annotations", json={"result": res}).status_code == 201
+            labeled[rec.image_sha256] = truth
+
+    r = run_cli("label", "pull", "--url", url, "--project", "kinds-review", "--data", "kinds", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "created kinds@2" in r.stdout
+    store = open_store()
+    v1, v2 = Catalog(store).load("kinds@1"), Catalog(store).load("kinds@2")
+    assert v2.task == "classify" and v2.parent == 1 and v2.classes == v1.classes
+    new = {i.sha256: i for i in v2.images}
+    assert set(new) == {i.sha256 for i in v1.images} | set(labeled)
+    assert all(new[sha].class_id == truth and new[sha].boxes == [] for sha, truth in labeled.items())
+    states = sorted(c.state for c in list_captures(store, "cls", archived=True))
+    assert states == ["in_dataset", "in_dataset", "in_labeling"]

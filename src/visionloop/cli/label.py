@@ -43,12 +43,12 @@ def push(
     model: Optional[str] = typer.Option(None, "--model", help="Only this model's captures (default: all)."),
     config: Optional[Path] = _CONFIG,
 ) -> None:
-    """Upload unlabeled captures as tasks with the model's boxes as pre-annotations (no duplicates)."""
+    """Upload unlabeled captures as tasks with the model's boxes (or top-1 class) as pre-annotations (no duplicates)."""
     from ..feedback import labelstudio as lsmod
 
     store, manifest, target, ls = _connect(url, project, token, data, config)
     with ls:
-        res = lsmod.push(store, ls, target.project, manifest.classes, model)
+        res = lsmod.push(store, ls, target.project, manifest.classes, model, task=manifest.task)
     made = "created" if res.project_created else "found"
     console.print(f"project {res.project!r} (id {res.project_id}) {made}; pushed {res.pushed} task(s), "
                   f"{res.already_there} already there")

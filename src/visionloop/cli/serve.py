@@ -18,7 +18,10 @@ def serve(
     port: int = typer.Option(8000, help="TCP port."),
     watch: float = typer.Option(0.0, help="Poll aliases every SECONDS and hot-swap when they move (0: off)."),
     capture: str = typer.Option("none", help="Capture to the inbox: none | low-confidence | all."),
-    capture_range: str = typer.Option("0.25,0.6", help="LOW,HIGH confidence counted as low confidence."),
+    capture_range: str = typer.Option("0.25,0.6", help="LOW,HIGH confidence counted as low confidence "
+                                      "(classification: a top-1 at or below HIGH)."),
+    capture_margin: float = typer.Option(0.1, min=0.0, max=1.0, help="Classification: capture when top-1 minus "
+                                         "top-2 is under this."),
     capture_rate: float = typer.Option(1.0, min=0.0, max=1.0, help="Fraction of eligible images captured."),
     capture_max: int = typer.Option(1000, min=1, help="Most captures waiting for a human (pending + in labeling) "
                                                      "per model; labeled and archived ones do not count."),
@@ -62,7 +65,8 @@ def serve(
         resolve(spec)  # registry refs: downloads into the cache the loader then reuses
     config = ServeConfig(
         models=model, watch=watch,
-        capture=CapturePolicy(mode=capture, low=low, high=high, rate=capture_rate, max_per_model=capture_max,
+        capture=CapturePolicy(mode=capture, low=low, high=high, margin=capture_margin, rate=capture_rate,
+                              max_per_model=capture_max,
                               full=capture_full),  # type: ignore[arg-type]
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, workers=workers_threads, queue=queue,
         intra_threads=intra_threads or None, prediction_log=prediction_log,

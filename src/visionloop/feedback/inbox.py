@@ -24,10 +24,10 @@ from pydantic import BaseModel, Field, model_validator
 
 from ..datasets.manifest import YoloBox
 from ..errors import NotFoundError, ValidationError
-from ..predictions import Detection
+from ..predictions import ClassScore, Detection
 from ..store import Store
 
-Reason = Literal["low-confidence", "no-detection", "flagged", "sample", "all"]
+Reason = Literal["low-confidence", "low-margin", "no-detection", "flagged", "sample", "all"]
 CaptureState = Literal["pending", "in_labeling", "labeled", "in_dataset", "discarded"]
 STATES: tuple[str, ...] = get_args(CaptureState)
 ARCHIVED: tuple[str, ...] = ("in_dataset", "discarded")  # out of the hot path
@@ -52,8 +52,11 @@ class CaptureRecord(BaseModel):
     classes: list[str] = Field(default_factory=list, description="The model's class names.")
     detections: list[Detection] = Field(default_factory=list, description="What the model said (records written"
                                         " before the box was nested, with flat x1..y2, still load).")
+    top: list[ClassScore] = Field(default_factory=list, description="Classification: what the model said (top-k).")
     note: str = ""
     labels: list[YoloBox] | None = Field(default=None, description="Ground truth once labeled.")
+    label: int | None = Field(default=None, description="Classification: the true class (an index into classes) "
+                              "once labeled.")
     state: CaptureState = "pending"
     dataset: str | None = Field(default=None, description="'NAME@VERSION' that took it (state in_dataset).")
     state_at: str | None = Field(default=None, description="ISO time of the last state change.")
@@ -64,7 +67,8 @@ class CaptureRecord(BaseModel):
         """Records written before the lifecycle load as labeled when they carry labels, else pending;
         labels given in place (``update_capture``) make a waiting record labeled."""
         if isinstance(data, dict) and data.get("state") in (None, *WAITING):
-            data = {**data, "state": "labeled" if data.get("labels") is not None else data.get("state") or "pending"}
+            labeled = data.get("labels") is not None or data.get("label") is not None
+            data = {**data, "state": "labeled" if labeled else data.get("state") or "pending"}
         return data
 
 
@@ -124,6 +128,13 @@ def label_capture(store: Store, record: CaptureRecord, labels: list[YoloBox]) ->
     if bad:
         raise ValidationError(f"capture {record.id}: label class ids {bad} are outside its {len(record.classes)} classes")
     return set_state(store, record.model_copy(update={"labels": list(labels)}), "labeled")
+
+
+def label_capture_class(store: Store, record: CaptureRecord, class_id: int) -> CaptureRecord:
+    """Classification ground truth for ``record`` (an index into ``record.classes``) → ``labeled``."""
+    if record.classes and not 0 <= class_id < len(record.classes):
+        raise ValidationError(f"capture {record.id}: class id {class_id} is outside its {len(record.classes)} classes")
+    return set_state(store, record.model_copy(update={"label": class_id}), "labeled")
 
 
 def read_capture(store: Store, model: str, rec_id: str) -> CaptureRecord | None:

@@ -1,4 +1,4 @@
-"""Label Studio round trip over its REST API (plain httpx; works with LS 1.x legacy tokens).
+"""Label Studio round trip: captures → tasks (push) and annotations → a dataset version (pull).
 
 push: waiting captures become tasks (the image inline as a data URL, so no storage setup is
 needed) with the model's detections as pre-annotations; each task carries
@@ -6,9 +6,9 @@ needed) with the model's detections as pre-annotations; each task carries
 ``pending`` → ``in_labeling``.
 pull: completed annotations → percent boxes converted to normalized YOLO, classes matched by
 name → a new dataset version on top of the current one; their captures move to ``in_dataset``.
+Classification projects use single-choice Choices, pre-annotated with the model's top-1 class.
 
-The token travels only in the ``Authorization`` header; it is never printed, logged or put in
-an error message.
+The REST calls are :mod:`.ls_client`'s.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ import base64
 import binascii
 import json
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-import httpx
 from pydantic import BaseModel, SecretStr
 
 from ..datasets import images
@@ -32,10 +30,11 @@ from ..errors import ValidationError, VisionloopError
 from ..files import atomic_write_text
 from ..predictions import Detection
 from ..store import Store
+from ..predictions import Task
 from .inbox import WAITING, CaptureRecord, list_captures, read_capture, set_state
+from .ls_client import TOKEN_ENV, LabelStudio, config_labels  # noqa: F401 (re-exported: one import for callers)
 from .relabel import LabeledImage, commit_labeled
 
-TOKEN_ENV = "LABEL_STUDIO_API_KEY"
 CAPTURE_KEY, MODEL_KEY = "visionloop_capture_id", "visionloop_model"
 FROM_NAME, TO_NAME = "label", "image"
 _MIME = {"jpg": "image/jpeg", "png": "image/png", "bmp": "image/bmp", "webp": "image/webp", "tif": "image/tiff"}
@@ -97,20 +96,31 @@ def resolve_token(token: str | None) -> SecretStr:
 
 
 # -- pure conversions (tested without a server) ---------------------------------------------
-def labeling_config(classes: list[str]) -> str:
-    """A RectangleLabels config whose label values are the dataset's class names."""
+def labeling_config(classes: list[str], task: Task = "detect") -> str:
+    """Detection: a RectangleLabels config; classification: single-choice Choices. The values
+    are the dataset's class names."""
+    if task == "classify":
+        choices = "".join(f"<Choice value={quoteattr(c)}/>" for c in classes)
+        return (f'<View><Image name="{TO_NAME}" value="$image"/>'
+                f'<Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">{choices}'
+                '</Choices></View>')
     labels = "".join(f"<Label value={quoteattr(c)}/>" for c in classes)
     return (f'<View><Image name="{TO_NAME}" value="$image"/>'
             f'<RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}">{labels}</RectangleLabels></View>')
 
 
-def config_labels(label_config: str) -> list[str]:
-    """Label values declared in a project's config (to tell the user what is missing)."""
-    try:
-        root = ET.fromstring(label_config)
-    except ET.ParseError:
-        return []
-    return [el.get("value", "") for el in root.iter("Label")]
+def class_to_result(name: str, confidence: float) -> list[dict]:
+    """A classification pre-annotation: the model's top-1 as the chosen class."""
+    return [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": {"choices": [name]},
+             "score": confidence}]
+
+
+def result_to_class(results: list[dict], where: str = "") -> str | None:
+    """The one chosen class of a classification annotation (None: nothing chosen)."""
+    chosen = [c for r in results if r.get("type") == "choices" for c in (r.get("value") or {}).get("choices") or []]
+    if len(chosen) > 1:
+        raise ValidationError(f"{where}: a classification needs one class, got {chosen}")
+    return chosen[0] if chosen else None
 
 
 def detections_to_result(dets: Iterable[Detection], width: int, height: int) -> list[dict]:
@@ -178,7 +188,11 @@ def capture_task(record: CaptureRecord, image: bytes) -> dict:
     """One LS task: the image inline, the capture id to find it again, the model's boxes."""
     task: dict = {"data": {"image": data_url(image, record.ext), CAPTURE_KEY: record.id,
                            MODEL_KEY: record.model, "visionloop_reason": record.reason}}
-    if record.detections:
+    if record.top:
+        best = record.top[0]
+        task["predictions"] = [{"model_version": f"{record.model}/{record.version}", "score": best.confidence,
+                                "result": class_to_result(best.class_name, best.confidence)}]
+    elif record.detections:
         conf = [d.confidence for d in record.detections]
         task["predictions"] = [{"model_version": f"{record.model}/{record.version}",
                                 "score": sum(conf) / len(conf),
@@ -188,7 +202,7 @@ def capture_task(record: CaptureRecord, image: bytes) -> dict:
 
 def unlabeled_captures(store: Store, model: str | None) -> list[CaptureRecord]:
     """Captures waiting for a human: ``pending`` and ``in_labeling`` (pushed, not annotated yet)."""
-    return [r for r in list_captures(store, model, states=set(WAITING)) if r.labels is None]
+    return [r for r in list_captures(store, model, states=set(WAITING)) if r.labels is None and r.label is None]
 
 
 def export_tasks(store: Store, path: Path, model: str | None = None) -> int:
@@ -198,93 +212,12 @@ def export_tasks(store: Store, path: Path, model: str | None = None) -> int:
     return len(tasks)
 
 
-# -- the client -----------------------------------------------------------------------------
-class LabelStudio:
-    """A few REST calls; every failure is a VisionloopError with one line and no token."""
-
-    def __init__(self, url: str, token: SecretStr, timeout: float = 60.0):
-        if not url.startswith(("http://", "https://")):
-            raise ValidationError(f"Label Studio URL must start with http:// or https:// (got {url!r})")
-        self.url = url.rstrip("/")
-        self._client = httpx.Client(base_url=self.url, timeout=timeout,
-                                    headers={"Authorization": f"Token {token.get_secret_value()}"})
-
-    def __enter__(self) -> LabelStudio:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._client.close()
-
-    def _call(self, method: str, path: str, **kw) -> httpx.Response:
-        try:
-            r = self._client.request(method, path, **kw)
-        except httpx.TimeoutException:
-            raise VisionloopError(f"Label Studio at {self.url} did not answer in time") from None
-        except httpx.HTTPError as exc:
-            raise VisionloopError(f"cannot reach Label Studio at {self.url} ({type(exc).__name__})") from None
-        if r.status_code in (401, 403):
-            raise VisionloopError(
-                f"Label Studio at {self.url} refused the token (HTTP {r.status_code}); check {TOKEN_ENV} or --token "
-                "(a legacy token: start Label Studio with --enable-legacy-api-token)")
-        if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail") or r.json().get("validation_errors") or ""
-            except (ValueError, AttributeError):
-                detail = ""
-            raise VisionloopError(f"Label Studio answered HTTP {r.status_code} to {method} {path}"
-                                  + (f": {str(detail)[:200]}" if detail else ""))
-        return r
-
-    def _json(self, method: str, path: str, **kw):
-        r = self._call(method, path, **kw)
-        try:
-            return r.json()
-        except ValueError:
-            raise VisionloopError(f"{self.url} did not answer {method} {path} with JSON: is it Label Studio?") from None
-
-    def find_project(self, title: str) -> dict | None:
-        page = self._json("GET", "/api/projects", params={"title": title, "page_size": 100})
-        items = page.get("results", []) if isinstance(page, dict) else page
-        return next((p for p in items if p.get("title") == title), None)
-
-    def ensure_project(self, title: str, classes: list[str]) -> tuple[dict, bool]:
-        if len(title) < 3:
-            raise ValidationError(f"Label Studio project titles need at least 3 characters (got {title!r})")
-        found = self.find_project(title)
-        if found is not None:
-            missing = [c for c in classes if c not in config_labels(found.get("label_config", ""))]
-            if missing:
-                raise ValidationError(f"project {title!r} has no labels for classes {', '.join(missing)}")
-            return found, False
-        return self._json("POST", "/api/projects", json={"title": title, "label_config": labeling_config(classes)}), True
-
-    def tasks(self, project_id: int) -> list[dict]:
-        out: list[dict] = []
-        page = 1
-        while True:
-            body = self._json("GET", "/api/tasks", params={"project": project_id, "page": page, "page_size": 100})
-            batch = body.get("tasks", [])
-            out.extend(batch)
-            if not batch or len(out) >= int(body.get("total", 0)):
-                return out
-            page += 1
-
-    def import_tasks(self, project_id: int, tasks: list[dict]) -> int:
-        body = self._json("POST", f"/api/projects/{project_id}/import", json=tasks)
-        return int(body.get("task_count", len(tasks)))
-
-    def export_annotated(self, project_id: int) -> list[dict]:
-        body = self._json("GET", f"/api/projects/{project_id}/export", params={"exportType": "JSON"})
-        if not isinstance(body, list):
-            raise VisionloopError(f"unexpected export from Label Studio project {project_id}")
-        return body
-
-
 # -- push / pull ----------------------------------------------------------------------------
 def push(store: Store, ls: LabelStudio, project: str, classes: list[str], model: str | None = None,
-         batch: int = 50) -> PushResult:
-    """Unlabeled captures → tasks with pre-annotations; captures already there are skipped."""
-    proj, created = ls.ensure_project(project, classes)
+         batch: int = 50, task: Task = "detect") -> PushResult:
+    """Unlabeled captures → tasks with pre-annotations (boxes, or the top-1 class); captures
+    already there are skipped."""
+    proj, created = ls.ensure_project(project, labeling_config(classes, task), classes)
     pid = int(proj["id"])
     known = {str(t.get("data", {}).get(CAPTURE_KEY)) for t in ls.tasks(pid)} if not created else set()
     waiting = unlabeled_captures(store, model)
@@ -305,7 +238,21 @@ def _to_labeling(store: Store, records: list[CaptureRecord]) -> None:
             set_state(store, r, "in_labeling")
 
 
-def annotated_images(store: Store, tasks: list[dict]) -> tuple[list[LabeledImage], int]:
+def _labeled(sha: str, ext: str, width: int, height: int, results: list[dict], kind: Task, where: str,
+             capture: CaptureRecord | None = None) -> LabeledImage | None:
+    """One annotation as a labeled image: boxes (detect) or the chosen class (classify; None when
+    nothing was chosen)."""
+    source = where.replace("Label Studio task ", "labelstudio:task")
+    if kind == "classify":
+        name = result_to_class(results, where)
+        if name is None:
+            return None
+        return LabeledImage(sha, ext, width, height, [], [name], source=source, capture=capture, class_id=0)
+    boxes, names = result_to_boxes(results, width, height, where)
+    return LabeledImage(sha, ext, width, height, boxes, names, source=source, capture=capture)
+
+
+def annotated_images(store: Store, tasks: list[dict], kind: Task = "detect") -> tuple[list[LabeledImage], int]:
     """Completed tasks → labeled images in the store; (images, tasks skipped as unusable).
     A task's capture is read by id (also when archived: an old task maps to its old capture)."""
     items: list[LabeledImage] = []
@@ -316,20 +263,18 @@ def annotated_images(store: Store, tasks: list[dict]) -> tuple[list[LabeledImage
             continue
         data = task.get("data") or {}
         rec = read_capture(store, str(data.get(MODEL_KEY, "")), str(data.get(CAPTURE_KEY, "")))
-        where = f"Label Studio task {task.get('id')}"
+        where, results = f"Label Studio task {task.get('id')}", ann.get("result") or []
         if rec is not None and store.has_blob(rec.image_sha256):
-            boxes, names = result_to_boxes(ann.get("result") or [], rec.width, rec.height, where)
-            items.append(LabeledImage(rec.image_sha256, rec.ext, rec.width, rec.height, boxes, names,
-                                      source=f"labelstudio:task{task.get('id')}", capture=rec))
-            continue
-        raw = decode_data_url(str(data.get("image", "")))  # a task imported by hand with an inline image
-        if raw is None:
+            item = _labeled(rec.image_sha256, rec.ext, rec.width, rec.height, results, kind, where, rec)
+        elif (raw := decode_data_url(str(data.get("image", "")))) is not None:  # imported by hand, inline image
+            p = images.prepare(raw)
+            item = _labeled(store.put_blob(p.data), p.ext, p.width, p.height, results, kind, where)
+        else:
+            item = None
+        if item is None:
             skipped += 1
-            continue
-        p = images.prepare(raw)
-        boxes, names = result_to_boxes(ann.get("result") or [], p.width, p.height, where)
-        items.append(LabeledImage(store.put_blob(p.data), p.ext, p.width, p.height, boxes, names,
-                                  source=f"labelstudio:task{task.get('id')}"))
+        else:
+            items.append(item)
     return items, skipped
 
 
@@ -340,7 +285,7 @@ def pull(store: Store, ls: LabelStudio, project: str, manifest: DatasetManifest)
         raise VisionloopError(f"Label Studio has no project {project!r} (push creates it)")
     pid = int(proj["id"])
     tasks = ls.export_annotated(pid)
-    items, skipped = annotated_images(store, tasks)
+    items, skipped = annotated_images(store, tasks, manifest.task)
     annotated = sum(1 for t in tasks if final_annotation(t) is not None)
     if not items:
         return PullResult(project_id=pid, dataset=manifest.ref, created=False, annotated_tasks=annotated,

@@ -21,7 +21,8 @@ from .inbox import CaptureRecord, list_captures, set_state
 
 @dataclass
 class LabeledImage:
-    """An image already in the store with boxes whose class ids index ``class_names``."""
+    """An image already in the store with boxes (detection) or one class (classification) whose
+    class ids index ``class_names``."""
 
     sha256: str
     ext: str
@@ -31,13 +32,18 @@ class LabeledImage:
     class_names: list[str]
     source: str = ""
     capture: CaptureRecord | None = None  # the inbox record it came from, settled after the commit
+    class_id: int | None = None  # classification's label
+
+    def names_used(self) -> set[str]:
+        ids = {b.class_id for b in self.boxes} | ({self.class_id} if self.class_id is not None else set())
+        return {self.class_names[i] for i in ids}
 
 
 def check_names(items: list[LabeledImage], classes: list[str], what: str) -> None:
     """One clear error listing every class name the dataset does not know."""
     unknown: set[str] = set()
     for it in items:
-        unknown |= {it.class_names[b.class_id] for b in it.boxes if it.class_names[b.class_id] not in classes}
+        unknown |= {n for n in it.names_used() if n not in classes}
     if unknown:
         raise ValidationError(
             f"{what} uses class names the dataset does not have: {', '.join(sorted(unknown))} "
@@ -53,14 +59,18 @@ def _to_draft(store: Store, item: LabeledImage, manifest: DatasetManifest) -> Dr
     if max_width and w > max_width:  # same preprocessing as the rest of the dataset
         p = images.prepare(store.get_blob(sha), max_width)
         sha, ext, w, h = store.put_blob(p.data), p.ext, p.width, p.height
-    return DraftImage(sha, ext, w, h, boxes, None, item.source)
+    return DraftImage(sha, ext, w, h, boxes, remap.get(item.class_id) if item.class_id is not None else None,
+                      item.source)
 
 
 def commit_labeled(store: Store, manifest: DatasetManifest, items: list[LabeledImage], source: str) -> CommitResult:
     """Parent + ``items`` as the next version of ``manifest.name`` (nothing written on error)."""
     check_names(items, manifest.classes, source)
-    if manifest.task != "detect":
-        raise ValidationError(f"dataset {manifest.ref} is a {manifest.task} dataset; box labels need a detect dataset")
+    kind = {"classify" if it.class_id is not None else "detect" for it in items}
+    if kind - {manifest.task}:
+        what = "class labels" if manifest.task == "detect" else "box labels"
+        raise ValidationError(f"dataset {manifest.ref} is a {manifest.task} dataset; {source} has {what}; "
+                              "nothing was written")
     drafts = [_to_draft(store, it, manifest) for it in items]
     catalog = Catalog(store)
     latest = catalog.latest(manifest.name)
@@ -92,14 +102,16 @@ def settle(store: Store, items: list[LabeledImage], ref: str) -> int:
 
 def labeled_captures(store: Store, model: str | None = None) -> list[CaptureRecord]:
     """Hot captures with ground truth (state ``labeled``, or older records given labels in place)."""
-    return [r for r in list_captures(store, model) if r.labels is not None]
+    return [r for r in list_captures(store, model) if r.labels is not None or r.label is not None]
 
 
 def from_capture(record: CaptureRecord, default_classes: list[str]) -> LabeledImage:
     """Labels of a capture index the model's classes (``record.classes``) like its detections."""
     names = record.classes or default_classes
     bad = {b.class_id for b in record.labels or [] if not 0 <= b.class_id < len(names)}
+    if record.label is not None and not 0 <= record.label < len(names):
+        bad.add(record.label)
     if bad:
         raise ValidationError(f"capture {record.id} has labels with class ids outside its classes: {sorted(bad)}")
     return LabeledImage(record.image_sha256, record.ext, record.width, record.height, list(record.labels or []),
-                        list(names), source=f"capture:{record.id}", capture=record)
+                        list(names), source=f"capture:{record.id}", capture=record, class_id=record.label)

@@ -91,7 +91,7 @@ def waiting_labels(store: Store, opts: LoopOptions) -> int:
         proj = client.find_project(opts.labelstudio.project)
         if proj is None:
             return 0
-        items, _ = ls.annotated_images(store, client.export_annotated(int(proj["id"])))
+        items, _ = ls.annotated_images(store, client.export_annotated(int(proj["id"])), manifest.task)
     have = {i.sha256 for i in manifest.images}
     return sum(1 for it in items if it.sha256 not in have)
 

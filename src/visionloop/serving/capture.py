@@ -27,7 +27,7 @@ import numpy as np
 
 from ..datasets import images
 from ..feedback.inbox import CaptureRecord, Reason, read_capture, set_state, waiting_captures, write_capture
-from ..predictions import Detection
+from ..predictions import ClassScore, Detection
 from ..store import Store, open_store, sha256_bytes
 from .metrics import Metrics
 
@@ -41,6 +41,7 @@ class CapturePolicy:
     mode: Mode = "none"
     low: float = 0.25
     high: float = 0.6
+    margin: float = 0.1  # classification: top-1 minus top-2 under this is worth a label
     rate: float = 1.0  # fraction of eligible images kept (a random sample)
     max_per_model: int = 1000  # waiting (pending + in_labeling) captures per model
     queue_size: int = 64
@@ -59,13 +60,21 @@ def parse_range(value: str) -> tuple[float, float]:
     return lo, hi
 
 
-def capture_reason(policy: CapturePolicy, confidences: np.ndarray | None, rng: random.Random) -> Reason | None:
-    """Why this prediction is worth labeling, or None. ``confidences`` of the returned detections."""
+def capture_reason(policy: CapturePolicy, confidences: np.ndarray | None, rng: random.Random,
+                   top: list[tuple[int, float]] | None = None) -> Reason | None:
+    """Why this prediction is worth labeling, or None. Detection: ``confidences`` of the returned
+    detections (none at all, or one inside [low, high]). Classification: ``top`` (class, probability),
+    best first: a top-1 at or below ``high`` or a top-1/top-2 margin under ``margin``."""
     if policy.mode == "none" or (policy.rate < 1 and rng.random() >= policy.rate):
         return None
-    if confidences is not None and len(confidences) == 0:
+    if top is not None:
+        if top and top[0][1] <= policy.high:
+            return "low-confidence"
+        if len(top) > 1 and top[0][1] - top[1][1] < policy.margin:
+            return "low-margin"
+    elif confidences is not None and len(confidences) == 0:
         return "no-detection"
-    if confidences is not None and bool(((confidences >= policy.low) & (confidences <= policy.high)).any()):
+    elif confidences is not None and bool(((confidences >= policy.low) & (confidences <= policy.high)).any()):
         return "low-confidence"
     return "all" if policy.mode == "all" else None
 
@@ -89,6 +98,7 @@ class CaptureJob:
     detections: list[Detection]
     note: str = ""
     record_id: str | None = None
+    top: list[ClassScore] = field(default_factory=list)  # classification: what the model said
 
 
 class CaptureWriter:
@@ -105,8 +115,8 @@ class CaptureWriter:
         self._thread = threading.Thread(target=self._run, name="vl-capture", daemon=True)
         self._thread.start()
 
-    def reason(self, confidences: np.ndarray | None) -> Reason | None:
-        return capture_reason(self.policy, confidences, self._rng)
+    def reason(self, confidences: np.ndarray | None, top: list[tuple[int, float]] | None = None) -> Reason | None:
+        return capture_reason(self.policy, confidences, self._rng, top)
 
     def submit(self, job: CaptureJob) -> bool:
         try:
@@ -173,7 +183,7 @@ class CaptureWriter:
         record = CaptureRecord(model=job.model, version=job.version, reason=job.reason,
                                image_sha256=sha256_bytes(prepared.data), ext=prepared.ext, width=prepared.width,
                                height=prepared.height, classes=job.classes, detections=job.detections,
-                               note=job.note, **fields)
+                               top=job.top, note=job.note, **fields)
         write_capture(store, record, prepared.data)
         w = self._waiting[job.model]
         w.count += 1

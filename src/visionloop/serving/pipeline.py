@@ -173,10 +173,10 @@ def observe(st: ServerState, loaded: LoadedModel, raw: RawPrediction, pred: Pred
         m.confidence.labels(name).observe(s)
     if st.predlog is not None:
         _log_prediction(st.predlog, loaded, raw, confs, per_class, brightness)
-    reason = st.captures.reason(confs)
+    reason = st.captures.reason(confs, raw.classes)
     if reason:
         dets = raw.detections.to_records(classes) if raw.detections is not None else []
-        st.captures.submit(CaptureJob(name, loaded.version, reason, data, list(classes), dets))
+        st.captures.submit(CaptureJob(name, loaded.version, reason, data, list(classes), dets, top=pred.classes or []))
 
 
 def _log_prediction(predlog: PredictionLog, loaded: LoadedModel, raw: RawPrediction, confs: np.ndarray,

@@ -1,4 +1,4 @@
-"""Routes that run models: predict, annotated, batch, compare, ``/detect`` and feedback.
+"""Routes that run models: predict, annotated, batch, ``:predict`` (KServe v1), compare, ``/detect``, feedback.
 
 Each is read body → :mod:`.pipeline` (decode → run_model on the pool, encode + observe here).
 """
@@ -19,7 +19,7 @@ from .pipeline import ServerState, count, decode, encode, infer, infer_all, infe
 from .runtime import PredictParams
 from .schemas import (
     BatchItem, BatchResponse, CompareItem, CompareResponse, Detection, ErrorBody, ErrorResponse, FeedbackRequest,
-    FeedbackResponse, ImageSize, Prediction, REF,
+    FeedbackResponse, ImageSize, InstancesRequest, InstancesResponse, Prediction, REF,
 )
 
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
@@ -37,6 +37,8 @@ _BATCH_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object", "properties": {
         "images": {"type": "array", "items": {"type": "string"}}}}},
 }}}
+_INSTANCES_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": InstancesRequest.model_json_schema(ref_template=REF)}}}}
 _FEEDBACK_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": FeedbackRequest.model_json_schema(ref_template=REF)}}}}
 
@@ -133,6 +135,48 @@ def _compare_names(st: ServerState, wanted: str | None) -> list[str]:
         raise ApiError(404, "not_found", f"no such model: {', '.join(unknown) or '(none named)'}; "
                        f"served: {', '.join(st.manager.slots)}")
     return names
+
+
+@router.post("/v1/models/{name}:predict", response_model=InstancesResponse, response_model_exclude_none=True,
+             responses=_ERRORS, openapi_extra=_INSTANCES_BODY, tags=["predict"])
+async def predict_instances(name: str, request: Request, params: PredictParams = Depends(_params),
+                            st: ServerState = Depends(state_of)):
+    """KServe v1 / TF-Serving style: `{"instances": [{"b64": ...}, ...]}` → `{"predictions": [...]}`
+    (Cloud ML's `{"image_bytes": {"b64": ...}}` too). One bad instance fails the request (400, naming it)."""
+    started = time.perf_counter()
+    loaded = st.manager.get(name)
+    status = 500
+    try:
+        body = await read_body(request, st.config.max_body_bytes)
+        try:
+            req = InstancesRequest.model_validate(parse_json(body))
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise ApiError(422, "bad_parameter", 'expected {"instances": [{"b64": "<base64>"}, ...]}: '
+                           + str(exc).splitlines()[0]) from None
+        data = []
+        for i, inst in enumerate(req.instances):
+            b64 = inst.data()
+            if b64 is None:
+                raise ApiError(422, "bad_parameter", f'instances[{i}] has no "b64" (or "image_bytes": {{"b64"}})')
+            try:
+                data.append(decode_base64(b64))
+            except ApiError as exc:
+                raise ApiError(exc.status, exc.code, f"instances[{i}]: {exc.message}") from None
+        results = await st.pool.run(infer_each, loaded, data, params, st.config.max_pixels)
+        preds = []
+        for i, (item, res) in enumerate(zip(data, results)):
+            if isinstance(res, ApiError):
+                raise ApiError(res.status, res.code, f"instances[{i}]: {res.message}")
+            pred = encode(loaded, res.raw, res.decode_ms, started)
+            observe(st, loaded, res.raw, pred, item, res.brightness)
+            preds.append(pred)
+        status = 200
+        return json_response(InstancesResponse(predictions=preds))
+    except ApiError as exc:
+        status = exc.status
+        raise
+    finally:
+        count(st, loaded.name, loaded.version, "instances", status)
 
 
 @router.post("/v1/compare", response_model=CompareResponse, response_model_exclude_none=True,

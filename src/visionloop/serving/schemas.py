@@ -120,6 +120,31 @@ class ReloadResponse(BaseModel):
     pinned: bool = Field(default=False, description="The model stays on this version until unpinned.")
 
 
+class B64(BaseModel):
+    b64: str = Field(description="The image, base64.")
+
+
+class Instance(BaseModel):
+    """One image of a ``:predict`` request: ``{"b64": ...}`` (TF-Serving, KServe v1) or Cloud ML's
+    ``{"image_bytes": {"b64": ...}}``."""
+
+    b64: str | None = None
+    image_bytes: B64 | None = None
+
+    def data(self) -> str | None:
+        return self.b64 if self.b64 is not None else self.image_bytes.b64 if self.image_bytes else None
+
+
+class InstancesRequest(BaseModel):
+    instances: list[Instance] = Field(min_length=1, max_length=256)
+
+
+class InstancesResponse(BaseModel):
+    """KServe v1 / TF-Serving: one prediction per instance, in order."""
+
+    predictions: list[Prediction]
+
+
 class FeedbackRequest(BaseModel):
     model: str | None = Field(default=None, description="Model the prediction came from; default model if omitted.")
     image: str = Field(description="The image, base64 (a data: URL prefix is accepted).")
