@@ -75,3 +75,26 @@ def test_mini_demo_runs_the_whole_loop(tmp_path):
     again = run_cli("demo", "--home", str(tmp_path), cwd=tmp_path)  # not a demo home: refused, untouched
     assert again.returncode != 0 and "not made by the demo" in again.stderr
     assert home.is_dir()
+
+
+def test_mini_classify_demo_runs_the_same_loop_with_classes(tmp_path):
+    """`demo --task classify`: yolo11n-cls, captures by low top-1 / small margin, class labels,
+    a classify v2, the gate on top-1, promotion and the hot swap."""
+    home = tmp_path / "cls-home"
+    r = run_cli("demo", "--task", "classify", "--home", str(home), "--v1-images", "30", "--unseen", "60",
+                cwd=tmp_path, env={"LABEL_STUDIO_URL": "", "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    err, out = r.stderr, r.stdout
+    assert "1. dataset shape-kinds@1: 30 generated images" in err
+    assert "capturing a top-1 up to 0.6 or a top-1/top-2 margin under 0.1" in err
+    assert re.search(r"4\. sent 60 unseen images; the server captured [1-9]\d*", err)
+    assert re.search(r"labels: \d+ labeled captures \(\d+ new images\) → shape-kinds@2", err)
+    gain = re.search(r"compare: shape-kinds/1 vs shape-kinds/2 on shape-kinds@2 \(\d+ test images\): "
+                     r"top-1 change ([-+]\d+\.\d+)", err)
+    assert gain and float(gain.group(1)) > 0.2, err[-3000:]
+    assert "top-1" in out and "accuracy circle" in out and "mAP" not in out
+    said = " ".join(out.split())
+    assert "promoted: yes;" in said and "shape-kinds/1 before and shape-kinds/2 now" in said
+    with isolated_home(home):
+        assert registry.get_alias("shape-kinds", "champion") == "2"
+        assert registry.get_card("shape-kinds/2").task == "classify"

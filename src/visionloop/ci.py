@@ -1,7 +1,8 @@
 """`visionloop init --ci github`: a GitHub Actions workflow for the user's repository.
 
 On every push: train a challenger, compare it with the champion on the frozen test split and
-post the report on the commit with CML. On a push to main (a merge): promote THE VERSION THIS
+post the report on the commit with CML (the report shows the task's metrics: mAP for detection,
+top-1/top-5 and per-class accuracy for classification; the workflow itself is the same for both). On a push to main (a merge): promote THE VERSION THIS
 COMMIT'S TRAIN JOB REGISTERED (a job output), never ``@latest``, which another push may have
 moved meanwhile. visionloop is installed from the repository being built, so the workflow runs
 the code under review. Permissions are the least each job needs. The store and MLflow must be

@@ -28,6 +28,7 @@ from .datasets import synthetic
 from .datasets.manifest import YoloBox
 from .errors import ConflictError, VisionloopError
 from .promotion import Comparison, Gate
+from .predictions import Task
 from .settings import Settings, use_settings
 
 if TYPE_CHECKING:
@@ -38,11 +39,13 @@ if TYPE_CHECKING:
     from .training.events import PipelineEvents
 
 MARKER = ".visionloop-demo"
-DATASET = MODEL = "shapes"
+NAMES = {"detect": "shapes", "classify": "shape-kinds"}  # the dataset's and the model's, per task
+ARCH = {"detect": "yolo11n.yaml", "classify": "yolo11n-cls.yaml"}
 
 
 class DemoOptions(BaseModel):
     home: Path = Path(".visionloop/demo")
+    task: Task = "detect"
     imgsz: int = 96  # shapes stay learnable; a CPU epoch takes seconds
     batch: int = 8  # ultralytics warms up for 100 iterations: small batches get past it on little data
     v1_images: int = 120
@@ -56,6 +59,15 @@ class DemoOptions(BaseModel):
     port: int = 0  # 0: a free port
     keep_serving: bool = Field(default=False, description="Leave the server (and its page at /ui) running at the "
                                "end: the result's ``serving`` owns it.")
+
+
+    @classmethod
+    def for_task(cls, task: Task, **given) -> DemoOptions:
+        """The task's defaults (a classifier learns shapes in a few epochs: v1 gets one), then ``given``."""
+        return cls(**{**CLASSIFY_DEFAULTS, **given, "task": task} if task == "classify" else {**given, "task": task})
+
+
+CLASSIFY_DEFAULTS = {"v1_images": 60, "v1_epochs": 1, "v2_epochs": 10, "unseen": 100, "imgsz": 64}
 
 
 class DemoResult(BaseModel):
@@ -169,13 +181,13 @@ class ServerProcess:
         self._log.close()
 
 
-def _wait_captures(store: Store, timeout: float = 30.0, quiet: float = 2.0) -> int:
+def _wait_captures(store: Store, model: str, timeout: float = 30.0, quiet: float = 2.0) -> int:
     """Captures are written off the request path: wait until the inbox stops growing."""
     from .feedback.inbox import count_captures
 
     last, since, deadline = -1, time.monotonic(), time.monotonic() + timeout
     while time.monotonic() < deadline:
-        n = count_captures(store, MODEL)
+        n = count_captures(store, model)
         if n != last:
             last, since = n, time.monotonic()
         elif time.monotonic() - since >= quiet:
@@ -184,23 +196,26 @@ def _wait_captures(store: Store, timeout: float = 30.0, quiet: float = 2.0) -> i
     return max(last, 0)
 
 
-def _send_unseen(server: ServerProcess, opts: DemoOptions, rng: np.random.Generator) -> dict[str, list[YoloBox]]:
-    """Predict ``opts.unseen`` new images; returns their true boxes by the sha256 of the bytes sent."""
+Truth = list[YoloBox] | int  # the generator's boxes, or its class (classification)
+
+
+def _send_unseen(server: ServerProcess, opts: DemoOptions, rng: np.random.Generator) -> dict[str, Truth]:
+    """Predict ``opts.unseen`` new images; returns their truth by the sha256 of the bytes sent."""
     from .store import sha256_bytes
 
-    truth: dict[str, list[YoloBox]] = {}
+    truth: dict[str, Truth] = {}
     for _ in range(opts.unseen):
-        im, boxes = synthetic.render(rng, size=opts.imgsz)
+        im, gt = (synthetic.render_classify if opts.task == "classify" else synthetic.render)(rng, size=opts.imgsz)
         png = synthetic.png_bytes(im)
-        truth[sha256_bytes(png)] = boxes  # the server keeps PNG bytes as sent
-        server.predict(MODEL, png, opts.conf)
+        truth[sha256_bytes(png)] = gt  # the server keeps PNG bytes as sent
+        server.predict(NAMES[opts.task], png, opts.conf)
     return truth
 
 
-def label_from_truth(store: Store, records: list[CaptureRecord], truth: dict[str, list[YoloBox]]) -> int:
-    """Give each capture the generator's boxes (in the model's class order), as an annotator
-    would: the capture moves to ``labeled``; returns how many."""
-    from .feedback.inbox import label_capture
+def label_from_truth(store: Store, records: list[CaptureRecord], truth: dict[str, Truth]) -> int:
+    """Give each capture the generator's boxes or class (in the model's class order), as an
+    annotator would: the capture moves to ``labeled``; returns how many."""
+    from .feedback.inbox import label_capture, label_capture_class
 
     labeled = 0
     for r in records:
@@ -208,8 +223,11 @@ def label_from_truth(store: Store, records: list[CaptureRecord], truth: dict[str
         if gt is None:
             continue
         names = r.classes or synthetic.CLASSES
-        label_capture(store, r, [b.model_copy(update={"class_id": names.index(synthetic.CLASSES[b.class_id])})
-                                 for b in gt])
+        if isinstance(gt, int):
+            label_capture_class(store, r, names.index(synthetic.CLASSES[gt]))
+        else:
+            label_capture(store, r, [b.model_copy(update={"class_id": names.index(synthetic.CLASSES[b.class_id])})
+                                     for b in gt])
         labeled += 1
     return labeled
 
@@ -235,36 +253,41 @@ def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], trai
     home = settings.resolved_home
     store = open_store(settings.resolved_store_url)
     say(f"home: {home} (its own store, MLflow and caches)")
+    dataset = model = NAMES[opts.task]
+    classify = opts.task == "classify"
 
     # 1. dataset v1: a small generated set
-    v1_data = synthetic.commit_generated(store, DATASET, opts.v1_images, seed=opts.seed, size=opts.imgsz)
+    v1_data = synthetic.commit_generated(store, dataset, opts.v1_images, seed=opts.seed, size=opts.imgsz,
+                                         task=opts.task)
     say(f"1. dataset {v1_data.ref}: {len(v1_data.images)} generated images {v1_data.split_counts()}")
 
     # 2. train v1 briefly on little data: it will be unsure, which is what makes captures worth labeling
-    cfg = build_config({}, {"data": v1_data.ref, "name": MODEL, "model": "yolo11n.yaml", "epochs": opts.v1_epochs,
+    cfg = build_config({}, {"data": v1_data.ref, "name": model, "model": ARCH[opts.task], "epochs": opts.v1_epochs,
                             "imgsz": opts.imgsz, "device": "cpu", "batch": opts.batch, "seed": opts.seed})
     v1 = run_pipeline(cfg, training)
-    v1_ref = f"{MODEL}/{v1.version}"
+    v1_ref = f"{model}/{v1.version}"
     say(f"2. trained {v1_ref} ({opts.v1_epochs} epochs on {v1_data.ref}); it is the champion")
 
     # 3. serve the champion, following the alias
     kept = False
-    server = ServerProcess(["--model", f"{MODEL}@champion", "--watch", "1", "--capture", "low-confidence",
-                            "--capture-range", f"{opts.capture_low},{opts.capture_high}"],
+    low = 0.0 if classify else opts.capture_low  # classification: any top-1 up to HIGH is unsure
+    server = ServerProcess(["--model", f"{model}@champion", "--watch", "1", "--capture", "low-confidence",
+                            "--capture-range", f"{low},{opts.capture_high}"],
                            home / "server.log", opts.port, env=settings.child_env())
     try:
         server.wait_ready()
-        served_before = f"{MODEL}/{server.version(MODEL)}"
-        say(f"3. serving {served_before} at {server.url} (watching {MODEL}@champion, capturing confidence "
-            f"{opts.capture_low}-{opts.capture_high} and images with no detection)")
+        served_before = f"{model}/{server.version(model)}"
+        what = (f"a top-1 up to {opts.capture_high} or a top-1/top-2 margin under 0.1" if classify else
+                f"confidence {opts.capture_low}-{opts.capture_high} and images with no detection")
+        say(f"3. serving {served_before} at {server.url} (watching {model}@champion, capturing {what})")
 
         # 4. unseen images through the real HTTP API
         import numpy as np
 
         rng = np.random.default_rng(opts.seed + 1000)
         truth = _send_unseen(server, opts, rng)
-        captured = _wait_captures(store)
-        records = list_captures(store, MODEL, states={"pending"})
+        captured = _wait_captures(store, model)
+        records = list_captures(store, model, states={"pending"})
         reasons = Counter(r.reason for r in records)
         say(f"4. sent {opts.unseen} unseen images; the server captured {len(records)} "
             f"({', '.join(f'{n} {k}' for k, n in reasons.items()) or 'none'})")
@@ -276,7 +299,7 @@ def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], trai
             "(standing in for a human annotator in Label Studio)")
 
         # 6-9. one turn of the loop: v2 → retrain (longer) → compare → promote → report
-        opts_loop = loop_mod.LoopOptions(data=DATASET, model=MODEL, train_overrides={"epochs": opts.v2_epochs},
+        opts_loop = loop_mod.LoopOptions(data=dataset, model=model, train_overrides={"epochs": opts.v2_epochs},
                                          gate=Gate(), report=home / "report.md")
         def step(s: loop_mod.Step) -> None:  # the outcomes only: a stage line each
             if s.status != "started":
@@ -288,11 +311,12 @@ def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], trai
         promoted = res.promoted
 
         # 10. the watching server swaps to the new champion by itself
-        champion = registry.get_alias(MODEL, registry.CHAMPION)
-        server.wait_version(MODEL, champion or "")
-        answer = server.predict(MODEL, synthetic.png_bytes(synthetic.render(rng, size=opts.imgsz)[0]), opts.conf)
-        served_after = f"{MODEL}/{answer['version']}"
-        say(f"10. the server now answers with {served_after} (champion {MODEL}/{champion})")
+        champion = registry.get_alias(model, registry.CHAMPION)
+        server.wait_version(model, champion or "")
+        render = synthetic.render_classify if classify else synthetic.render
+        answer = server.predict(model, synthetic.png_bytes(render(rng, size=opts.imgsz)[0]), opts.conf)
+        served_after = f"{model}/{answer['version']}"
+        say(f"10. the server now answers with {served_after} (champion {model}/{champion})")
         kept = opts.keep_serving
     finally:
         if not kept:  # an error stops it too

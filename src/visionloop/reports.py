@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from . import registry
 from .datasets.diff import diff_manifests
 from .datasets.manifest import DatasetManifest
-from .evaluation import LABELS, EvalResult
+from .evaluation import CLASS_SCORE, LABELS, EvalResult
 from .files import atomic_write_text
 from .promotion import Comparison, GateDecision
 from .promotion.gate import fmt_interval as _interval
@@ -38,7 +38,9 @@ class DatasetChange(BaseModel):
     added: dict[str, int] = Field(default_factory=dict, description="New images per split.")
     removed: int = 0
     relabeled: int = 0
-    boxes_old: dict[str, int] = Field(default_factory=dict, description="Boxes per class.")
+    unit: str = Field(default="boxes", description="What boxes_old/new count per class: boxes (detect) or images "
+                      "(classify).")
+    boxes_old: dict[str, int] = Field(default_factory=dict, description="Boxes (or labelled images) per class.")
     boxes_new: dict[str, int] = Field(default_factory=dict)
 
 
@@ -56,24 +58,33 @@ class Report(BaseModel):
 
 
 def _boxes_per_class(m: DatasetManifest) -> dict[str, int]:
+    """Boxes per class; for classification, images per class (one label each)."""
     out = {c: 0 for c in m.classes}
     for img in m.images:
+        if m.task == "classify":
+            if img.class_id is not None:
+                out[m.classes[img.class_id]] += 1
+            continue
         for b in img.boxes:
             out[m.classes[b.class_id]] += 1
     return out
 
 
+def _unit(m: DatasetManifest) -> str:
+    return "images" if m.task == "classify" else "boxes"
+
+
 def dataset_change(old: DatasetManifest | None, new: DatasetManifest) -> DatasetChange:
     if old is None:
         return DatasetChange(old=None, new=new.ref, images_new=len(new.images), added=new.split_counts(),
-                             boxes_new=_boxes_per_class(new))
+                             unit=_unit(new), boxes_new=_boxes_per_class(new))
     d = diff_manifests(old, new)
     added: dict[str, int] = {}
     for img in d.added:
         added[img.split] = added.get(img.split, 0) + 1
     return DatasetChange(old=old.ref, new=new.ref, images_old=len(old.images), images_new=len(new.images),
                          added=added, removed=len(d.removed), relabeled=len(d.relabeled),
-                         boxes_old=_boxes_per_class(old), boxes_new=_boxes_per_class(new))
+                         unit=_unit(new), boxes_old=_boxes_per_class(old), boxes_new=_boxes_per_class(new))
 
 
 def collect_plots(run_id: str | None, dest: Path) -> list[Path]:
@@ -110,20 +121,22 @@ def _fmt(v: float) -> str:
 
 
 def _eval_rows(ev: EvalResult, between: list[str] | None = None) -> list[str]:
-    """``| mAP50 | 0.1234 |`` ... then ``between``, then one AP50-95 row per class."""
+    """``| mAP50 | 0.1234 |`` (or ``| top-1 |``) ... then ``between``, then one row per class:
+    AP50-95 (detect) or accuracy (classify)."""
     rows = [f"| {LABELS[k]} | {_fmt(v)} |" for k, v in ev.headline().items()] + (between or [])
-    return rows + [f"| AP50-95 {c.name} | {_fmt(c.ap50_95)} |" for c in ev.per_class]
+    label = CLASS_SCORE[ev.task]
+    return rows + [f"| {label} {name} | {_fmt(v)} |" for name, v in ev.class_scores().items()]
 
 
 def _gate_sets(d: GateDecision, cmp: Comparison | None) -> list[str]:
     """All compared test images, then the frozen original ones and those added since."""
     how = (f"{d.gate.confidence:.0%} interval ({d.gate.resamples} paired resamples)" if d.bootstrap
            else "interval (none: point estimate)")
-    lines = [f"| test images | images | old mAP50-95 | new mAP50-95 | change | {how} |",
+    lines = [f"| test images | images | old {d.metric} | new {d.metric} | change | {how} |",
              "|---|---:|---:|---:|---:|---|"]
     if cmp is not None:
-        lines.append(f"| all (`{cmp.data}` {cmp.split}) | {cmp.images} | {_fmt(cmp.a_eval.map50_95)} | "
-                     f"{_fmt(cmp.b_eval.map50_95)} | {d.delta:+.4f} | {_interval(d.interval)} |")
+        lines.append(f"| all (`{cmp.data}` {cmp.split}) | {cmp.images} | {_fmt(cmp.a_eval.primary_value)} | "
+                     f"{_fmt(cmp.b_eval.primary_value)} | {d.delta:+.4f} | {_interval(d.interval)} |")
     split_known = d.frozen is not None or d.added is not None
     for label, s in ((f"frozen (`{d.frozen_data}`)", d.frozen), ("added since", d.added)):
         if s is not None:
@@ -154,7 +167,7 @@ def render(rep: Report) -> str:
     if rep.decision is not None:
         d = rep.decision
         verdict = "**passed**" if d.passed else "**refused**"
-        lines += [f"Gate {verdict} (min_delta {d.gate.min_delta:+.4f} on the lower bound of the mAP50-95 change, "
+        lines += [f"Gate {verdict} (min_delta {d.gate.min_delta:+.4f} on the lower bound of the {d.metric} change, "
                   f"max_class_drop {d.gate.max_class_drop:.4f}): {d.summary()}."]
         lines += [f"- {r}" for r in d.reasons]
         if rep.promoted is not None:
@@ -167,13 +180,13 @@ def render(rep: Report) -> str:
             added = ", ".join(f"{n} {s}" for s, n in sorted(ds.added.items())) or "none"
             lines += [f"`{ds.old}` → `{ds.new}`: {ds.images_old} → {ds.images_new} images "
                       f"(added: {added}; removed: {ds.removed}; relabeled: {ds.relabeled}).", "",
-                      "| class | boxes old | boxes new | change |", "|---|---:|---:|---:|"]
+                      f"| class | {ds.unit} old | {ds.unit} new | change |", "|---|---:|---:|---:|"]
             for cls in ds.boxes_new:
                 o, n = ds.boxes_old.get(cls, 0), ds.boxes_new[cls]
                 lines.append(f"| {cls} | {o} | {n} | {n - o:+d} |")
         else:
             lines += [f"`{ds.new}`: {ds.images_new} images ({', '.join(f'{n} {s}' for s, n in ds.added.items())}).", "",
-                      "| class | boxes |", "|---|---:|"] + [f"| {c} | {n} |" for c, n in ds.boxes_new.items()]
+                      f"| class | {ds.unit} |", "|---|---:|"] + [f"| {c} | {n} |" for c, n in ds.boxes_new.items()]
         lines.append("")
     if rep.plots:
         lines += ["### Training plots", ""] + [f"![{Path(p).stem}]({p})" for p in rep.plots] + [""]
@@ -257,7 +270,8 @@ def render_training_summary(res: PipelineResult) -> str:
     lines += ["", "| test metric | value |", "|---|---|"]
     if res.eval is not None:
         ev = res.eval
-        lines += [f"| split | {ev.split} ({ev.images} images, {ev.instances} boxes) |"]
+        counted = f"{ev.images} images" + (f", {ev.instances} boxes" if ev.task == "detect" else "")
+        lines += [f"| split | {ev.split} ({counted}) |"]
         lines += _eval_rows(ev, [f"| inference | {ev.speed_ms.get('inference', 0.0):.1f} ms/image |"])
     lines += ["", "| artifact | location |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in res.artifacts.items()]

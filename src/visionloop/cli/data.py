@@ -61,7 +61,8 @@ def _print_result(result: ImportResult) -> None:
 
     report, m = result.report, result.commit.manifest
     for p in report.problems[:MAX_WARNINGS]:
-        dropped = "" if p.kind is ProblemKind.UNLABELED else " (dropped)"
+        # skipped tasks and empty folders drop no image
+        dropped = "" if p.kind in (ProblemKind.UNLABELED, ProblemKind.EMPTY_CLASS_FOLDER) else " (dropped)"
         err_console.print(f"warning: {p}{dropped}", markup=False, highlight=False, soft_wrap=True)
     if len(report.problems) > MAX_WARNINGS:
         err_console.print(f"warning: ... and {len(report.problems) - MAX_WARNINGS} more problems (counts below)")
@@ -81,7 +82,8 @@ def _print_result(result: ImportResult) -> None:
 
 @app.command("import")
 def import_(
-    src: str = typer.Argument(..., metavar="PATH|URL", help=".zip (local or s3://), data.yaml, COCO or Label Studio .json, or a folder."),
+    src: str = typer.Argument(..., metavar="PATH|URL", help=".zip (local or s3://), data.yaml, COCO or Label Studio .json, "
+                              "a path,label .csv, class folders (train/<class>/ or <class>/), or a folder holding one."),
     name: str = typer.Option(..., "--name", "-n", help="Dataset name."),
     max_width: Optional[int] = typer.Option(None, "--max-width", help="Downscale images wider than this (aspect kept)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the hash split (default 0, or the dataset's)."),
@@ -89,12 +91,15 @@ def import_(
     strict: bool = typer.Option(False, "--strict", help="Refuse the whole import on any problem (nothing is written)."),
     add: bool = typer.Option(False, "--add", help="New version = latest version plus these images."),
     images: Optional[Path] = typer.Option(None, "--images", help="Image folder for a COCO / Label Studio JSON."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Classification: the class names (comma-separated); "
+                                          "other labels are reported as unknown classes."),
 ) -> None:
     """Import labeled images as a new dataset version (no new version when the content is unchanged)."""
     from ..datasets.formats import open_source
     from ..datasets.ingest import ImportOptions
 
-    source = open_source(src, images)
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    source = open_source(src, images, names)
     if resplit and _catalog().versions(name):
         err_console.print(f"note: {name} exists: --resplit only splits new images; existing images keep their split",
                           markup=False, soft_wrap=True)
@@ -107,12 +112,16 @@ def synth(
     images: int = typer.Option(60, "--images", min=1, help="Number of images."),
     seed: int = typer.Option(0, "--seed", help="Generator and split seed."),
     size: int = typer.Option(320, "--size", min=32, help="Image side in pixels."),
+    task: str = typer.Option("detect", "--task", help="detect (boxes) or classify (one shape per image, its class)."),
 ) -> None:
-    """Generate shapes on noisy backgrounds with exact boxes (learnable in a few CPU epochs)."""
+    """Generate shapes on noisy backgrounds with exact boxes or classes (learnable in a few CPU epochs)."""
     from ..datasets.formats import synthetic_source
     from ..datasets.ingest import ImportOptions
+    from ..errors import ValidationError
 
-    _run_import(synthetic_source(images, seed, size), name, ImportOptions(seed=seed))
+    if task not in ("detect", "classify"):
+        raise ValidationError(f"unknown task {task!r}; choose detect or classify")
+    _run_import(synthetic_source(images, seed, size, task), name, ImportOptions(seed=seed))
 
 
 @app.command("list")
@@ -151,11 +160,17 @@ def show(ref: str = typer.Argument(..., metavar="NAME@VERSION"), as_json: bool =
     console.print(f"preprocessing: max_width={st.preprocessing.max_width}  split: {st.split_policy.mode} "
                   f"(seed {st.split_policy.seed})  content: {st.content_hash[:12]}", markup=False)
     table = Table(show_header=True)
-    for col in ("split", "images", "background", *st.classes, "boxes"):
+    classify = st.task == "classify"
+    # classify: images per class; detect: boxes per class
+    cols = ("split", "images", *st.classes) if classify else ("split", "images", "background", *st.classes, "boxes")
+    for col in cols:
         table.add_column(col, justify="left" if col == "split" else "right")
     for name, row in (*st.splits.items(), ("total", st.total)):
-        table.add_row(name, str(row.images), str(row.background), *(str(row.boxes[c]) for c in st.classes),
-                      str(row.box_total))
+        if classify:
+            table.add_row(name, str(row.images), *(str(row.per_class[c]) for c in st.classes))
+        else:
+            table.add_row(name, str(row.images), str(row.background), *(str(row.boxes[c]) for c in st.classes),
+                          str(row.box_total))
     console.print(table)
 
 
@@ -187,7 +202,10 @@ def diff(
 
     section("added images", [f"+ {i.source or i.sha256[:12]} ({i.split})" for i in d.added])
     section("removed images", [f"- {i.source or i.sha256[:12]} ({i.split})" for i in d.removed])
-    section("relabeled images", [s[:12] for s in d.relabeled])
+    if d.class_changes or d.task == "classify":
+        section("class changes", [f"{c.source or c.sha256[:12]}: {c.old} → {c.new}" for c in d.class_changes])
+    else:
+        section("relabeled images", [s[:12] for s in d.relabeled])
     section("split changes", [f"{c.sha256[:12]}: {c.old} → {c.new}" for c in d.split_changed])
     console.print(f"classes added: {', '.join(d.classes_added) or '-'}; removed: {', '.join(d.classes_removed) or '-'}"
                   + ("; order changed" if d.classes_reordered else ""), markup=False)
@@ -196,14 +214,17 @@ def diff(
 @app.command("export")
 def export(
     ref: str = typer.Argument(..., metavar="NAME@VERSION"),
-    fmt: str = typer.Option("yolo", "--format", "-f", help="yolo (classes.txt, images/, labels/), coco or labelstudio."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="yolo (classes.txt, images/, labels/), coco, "
+                                      "labelstudio, or folders (classify: {split}/{class}/); default yolo, "
+                                      "folders for a classification version."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder, or a path ending in .zip."),
 ) -> None:
     """Write a version out for other tools (a folder or a .zip; never over an existing one)."""
-    from ..datasets.formats import export_version
+    from ..datasets.formats import default_export_format, export_version
 
     cat = _catalog()
     m = cat.load(ref)
+    fmt = fmt or default_export_format(m)
     with err_console.status(f"exporting {m.ref} as {fmt}"):
         path = export_version(cat.store, m, fmt, out)
     console.print(f"exported {m.ref} ({len(m.images)} images) as {fmt} to {path}", markup=False, highlight=False, soft_wrap=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -13,11 +14,18 @@ from .console import console, err_console
 
 def demo(
     home: Path = typer.Option(Path(".visionloop/demo"), "--home", help="The demo's own VISIONLOOP_HOME (wiped at start)."),
-    v1_epochs: int = typer.Option(10, "--v1-epochs", min=1, help="Epochs of the first, deliberately brief, training."),
-    v2_epochs: int = typer.Option(15, "--v2-epochs", min=1, help="Epochs of the retraining on v2."),
-    v1_images: int = typer.Option(120, "--v1-images", min=10, help="Generated images in dataset v1."),
-    unseen: int = typer.Option(200, "--unseen", min=1, help="Unseen images sent to the server."),
-    imgsz: int = typer.Option(96, "--imgsz", help="Image and model input size (a multiple of 32)."),
+    task: str = typer.Option("detect", "--task", help="detect (shapes with boxes, yolo11n) or classify (one shape "
+                             "per image, yolo11n-cls, top-1)."),
+    v1_epochs: Optional[int] = typer.Option(None, "--v1-epochs", min=1, help="Epochs of the first, deliberately brief, "
+                                            "training (detect 10, classify 1)."),
+    v2_epochs: Optional[int] = typer.Option(None, "--v2-epochs", min=1, help="Epochs of the retraining on v2 "
+                                            "(detect 15, classify 10)."),
+    v1_images: Optional[int] = typer.Option(None, "--v1-images", min=10, help="Generated images in dataset v1 "
+                                            "(detect 120, classify 60)."),
+    unseen: Optional[int] = typer.Option(None, "--unseen", min=1, help="Unseen images sent to the server "
+                                         "(detect 200, classify 100)."),
+    imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Image and model input size, a multiple of 32 "
+                                        "(detect 96, classify 64)."),
     port: int = typer.Option(0, "--port", help="Server port (0: a free one)."),
     keep_serving: bool = typer.Option(False, "--keep-serving", help="Leave the server and its page (/ui) running "
                                       "at the end, until Ctrl-C."),
@@ -27,13 +35,17 @@ def demo(
     from rich.table import Table
 
     from ..demo import DemoOptions, run_demo
+    from ..errors import ValidationError
     from .progress import RichPipelineEvents
 
+    if task not in ("detect", "classify"):
+        raise ValidationError(f"--task must be detect or classify, not {task!r}")
     # ultralytics reads these once, at import: this process is the demo's, so they are set here
     os.environ.setdefault("YOLO_CONFIG_DIR", str(home.expanduser().resolve() / "ultralytics"))
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    opts = DemoOptions(home=home, v1_epochs=v1_epochs, v2_epochs=v2_epochs, v1_images=v1_images, unseen=unseen,
-                       imgsz=imgsz, port=port, keep_serving=keep_serving)
+    given = {"v1_epochs": v1_epochs, "v2_epochs": v2_epochs, "v1_images": v1_images, "unseen": unseen, "imgsz": imgsz}
+    opts = DemoOptions.for_task(task, home=home, port=port, keep_serving=keep_serving,  # type: ignore[arg-type]
+                                **{k: v for k, v in given.items() if v is not None})
     res = run_demo(opts, lambda line: err_console.print(escape(line), highlight=False, soft_wrap=True),
                    RichPipelineEvents(err_console))
     t = Table(title=f"v1 vs v2 on the same frozen test split ({res.comparison.data if res.comparison else '-'})")

@@ -17,7 +17,12 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Registered models: versions, aliases, metrics.", no_args_is_help=True)
 
-_METRICS = ("map50", "map50_95", "precision", "recall")
+# Metric columns per task (tag key, column), shown for the tasks present: a detection-only
+# listing looks as before, a classification model adds top-1/top-5.
+_LIST_METRICS = {"detect": (("map50", "mAP50"), ("map50_95", "mAP50-95")),
+                 "classify": (("top1", "top-1"), ("top5", "top-5"))}
+_VERSION_METRICS = {"detect": (*_LIST_METRICS["detect"], ("precision", "P"), ("recall", "R")),
+                    "classify": _LIST_METRICS["classify"]}
 
 
 class ModelSummary(BaseModel):
@@ -28,10 +33,21 @@ class ModelSummary(BaseModel):
     aliases: dict[str, str] = Field(description="alias -> version")
     updated_at: datetime | None
     champion_metrics: dict[str, float] = Field(description="The champion's test metrics (from its tags).")
+    task: str | None = Field(default=None, description="The champion's task (detect, classify).")
 
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
+
+
+def _task(tags: dict[str, str]) -> str:
+    from .. import registry
+
+    return tags.get(registry.TAG_TASK) or "detect"  # versions from before the task tag were detectors
+
+
+def _columns(table: dict[str, tuple[tuple[str, str], ...]], tasks: set[str]) -> list[tuple[str, str]]:
+    return [col for task in ("detect", "classify") if task in tasks for col in table[task]]
 
 
 @app.command("list")
@@ -42,19 +58,20 @@ def list_cmd(as_json: bool = json_option()) -> None:
     rows = []
     for m in registry.list_models():
         champ = m.aliases.get(registry.CHAMPION)
+        v = registry.get_version(m.name, champ) if champ else None
         rows.append(ModelSummary(name=m.name, latest_version=m.latest_version, aliases=m.aliases,
-                                 updated_at=m.updated_at,
-                                 champion_metrics=registry.get_version(m.name, champ).metrics if champ else {}))
+                                 updated_at=m.updated_at, champion_metrics=v.metrics if v else {},
+                                 task=_task(v.tags) if v else None))
     if as_json:
         return print_json(rows)
     if not rows:
         console.print("no registered models yet (run `visionloop train`)")
         return
-    table = Table("model", "latest", "aliases", "champion mAP50", "champion mAP50-95")
+    cols = _columns(_LIST_METRICS, {r.task or "detect" for r in rows})
+    table = Table("model", "latest", "aliases", *(f"champion {label}" for _, label in cols))
     for r in rows:
         aliases = ", ".join(f"{a}→{v}" for a, v in sorted(r.aliases.items())) or "-"
-        table.add_row(r.name, r.latest_version or "-", aliases, _fmt(r.champion_metrics.get("map50")),
-                      _fmt(r.champion_metrics.get("map50_95")))
+        table.add_row(r.name, r.latest_version or "-", aliases, *(_fmt(r.champion_metrics.get(k)) for k, _ in cols))
     console.print(table)
 
 
@@ -81,17 +98,19 @@ def _versions_table(name: str, versions: list[ModelVersion]) -> None:
     from .. import registry
 
     table = Table(title=f"model {name}", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("version", "aliases", "dataset", "mAP50", "mAP50-95", "P", "R", "created"):
+    cols = _columns(_VERSION_METRICS, {_task(v.tags) for v in versions} or {"detect"})
+    for col in ("version", "aliases", "dataset", *(label for _, label in cols), "created"):
         table.add_column(col, no_wrap=True)
     for v in versions:
         m = v.metrics
         table.add_row(v.version, ",".join(v.aliases) or "-", v.tags.get(registry.TAG_DATASET, "-"),
-                      *(_fmt(m.get(k)) for k in _METRICS), v.created_at.strftime("%m-%d %H:%M"))
+                      *(_fmt(m.get(k)) for k, _ in cols), v.created_at.strftime("%m-%d %H:%M"))
     console.print(table)
 
 
 def _version_tables(v: ModelVersion, card: ModelCard) -> None:
     from .. import registry
+    from ..evaluation import CLASS_SCORE
 
     console.print(f"[bold]{v.ref}[/bold]  aliases: {', '.join(v.aliases) or '-'}", highlight=False)
     console.print(f"task {card.task}; classes {', '.join(card.classes) or '-'}; imgsz {card.imgsz or '-'}; "
@@ -103,16 +122,19 @@ def _version_tables(v: ModelVersion, card: ModelCard) -> None:
         for k, val in ev.headline().items():
             table.add_row(k, f"{val:.4f}")
         table.add_row("inference_ms", f"{ev.speed_ms.get('inference', 0.0):.3f}")
-        for c in ev.per_class:
-            table.add_row(f"AP50-95 {c.name}", f"{c.ap50_95:.4f}")
+        for cls, score in ev.class_scores().items():
+            table.add_row(f"{CLASS_SCORE[ev.task]} {cls}", f"{score:.4f}")
     else:  # no evaluation on the card: the tags' headline numbers
         for k, val in sorted(v.metrics.items()):
             table.add_row(k, f"{val:.4f}")
     console.print(table)
     if card.parity is not None:
         p = card.parity
-        console.print(f"parity: {p.compared} boxes on {p.images} images, min IoU {p.min_iou:.4f}, "
-                      f"max confidence diff {p.max_conf_diff:.4f}", highlight=False)
+        if card.task == "classify":
+            console.print(f"parity: {p.images} images, max probability diff {p.max_conf_diff:.4f}", highlight=False)
+        else:
+            console.print(f"parity: {p.compared} boxes on {p.images} images, min IoU {p.min_iou:.4f}, "
+                          f"max confidence diff {p.max_conf_diff:.4f}", highlight=False)
     tags = Table("tag", "value")
     for k, val in sorted(v.tags.items()):
         if not k.startswith(registry.METRIC_PREFIX):

@@ -16,7 +16,8 @@ from ..training.trainer import EpochMetrics
 
 # the epoch bar's short names for the metrics it shows
 BAR_METRICS = {"box": "train/box_loss", "P": "metrics/precision", "R": "metrics/recall",
-               "mAP50": "metrics/mAP50", "mAP50-95": "metrics/mAP50-95"}
+               "mAP50": "metrics/mAP50", "mAP50-95": "metrics/mAP50-95",  # detection
+               "loss": "train/loss", "top1": "metrics/accuracy_top1", "top5": "metrics/accuracy_top5"}  # classify
 
 
 class EpochBar:

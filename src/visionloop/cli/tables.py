@@ -30,18 +30,18 @@ def comparison_table(cmp: Comparison, title: str | None = None, a_label: str | N
 
 
 def gate_table(d: GateDecision, cmp: Comparison, color: bool = True) -> Table:
-    """mAP50-95 of both models on all test images, the frozen original ones and the added ones,
-    with the paired-bootstrap interval of the change."""
+    """The gate's metric (mAP50-95, or top-1) of both models on all test images, the frozen original
+    ones and the added ones, with the paired-bootstrap interval of the change."""
     from ..promotion.gate import fmt_interval as _interval  # lazy: the CLI starts without numpy
 
     how = f"{d.gate.confidence:.0%} interval" if d.bootstrap else "interval (point estimate)"
     verdict = "passed" if d.passed else "refused"
     t = Table(title=f"gate {verdict}: lower bound must exceed {d.gate.min_delta:+.4f}")
-    for name, justify in (("test images", "left"), ("images", "right"), ("A mAP50-95", "right"),
-                          ("B mAP50-95", "right"), ("change", "right"), (how, "right")):
+    for name, justify in (("test images", "left"), ("images", "right"), (f"A {d.metric}", "right"),
+                          (f"B {d.metric}", "right"), ("change", "right"), (how, "right")):
         t.add_column(name, justify=justify)  # type: ignore[arg-type]
-    t.add_row(f"all ({cmp.data})", str(cmp.images), f"{cmp.a_eval.map50_95:.4f}", f"{cmp.b_eval.map50_95:.4f}",
-              _change(d.delta, color), _interval(d.interval))
+    t.add_row(f"all ({cmp.data})", str(cmp.images), f"{cmp.a_eval.primary_value:.4f}",
+              f"{cmp.b_eval.primary_value:.4f}", _change(d.delta, color), _interval(d.interval))
     for label, s in ((f"frozen ({d.frozen_data})", d.frozen), ("added since", d.added)):
         if s is not None:
             t.add_row(label, str(s.images), f"{s.champion:.4f}", f"{s.challenger:.4f}", _change(s.delta, color),

@@ -11,7 +11,8 @@ from .console import console, err_console
 
 def train(
     data: str = typer.Option(None, "--data", "-d", help="Dataset version N@V (or N for latest), or a zip path/URL to import."),
-    model: str = typer.Option(None, "--model", "-m", help="Architecture .yaml (from scratch, e.g. yolo11n.yaml) or a local .pt."),
+    model: str = typer.Option(None, "--model", "-m", help="Architecture .yaml (from scratch; default yolo11n.yaml, or "
+                              "yolo11n-cls.yaml for a classify dataset) or a local .pt (fine-tunes; new classes get a new head)."),
     epochs: int = typer.Option(None, "--epochs", "-e", help="Training epochs (default 50)."),
     batch: int = typer.Option(None, "--batch", "-b", help="Batch size; -1 = automatic (CPU: 16)."),
     imgsz: int = typer.Option(None, "--imgsz", help="Training/inference image size, a multiple of 32 (default 640)."),
@@ -19,6 +20,7 @@ def train(
     name: str = typer.Option(None, "--name", "-n", help="Registered model name (default: the dataset name)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (default 0)."),
     patience: int = typer.Option(None, "--patience", help="Early-stopping patience in epochs (default 100)."),
+    freeze: int = typer.Option(None, "--freeze", help="Freeze the first N layers of a .pt while fine-tuning."),
     workers: int = typer.Option(None, "--workers", help="Dataloader worker processes (default 0)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch; 0 = automatic (the idle cores)."),
     max_width: int = typer.Option(None, "--max-width", help="Downscale wider images when importing a zip."),
@@ -34,7 +36,7 @@ def train(
 
     cfg = load_config(
         config, data=data, model=model, epochs=epochs, batch=batch, imgsz=imgsz, device=device, name=name,
-        seed=seed, patience=patience, workers=workers, threads=threads, max_width=max_width, engine=engine, force=force,
+        seed=seed, patience=patience, freeze=freeze, workers=workers, threads=threads, max_width=max_width, engine=engine, force=force,
         verbose=verbose,
     )
     res = run_pipeline(cfg, RichPipelineEvents(err_console))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..errors import NotFoundError, ValidationError
 from ..store import Store
-from .manifest import YoloBox, DatasetManifest, DatasetRef, ImageRecord, Preprocessing, SplitPolicy, Task
+from .manifest import TASK_WORDS, YoloBox, DatasetManifest, DatasetRef, ImageRecord, Preprocessing, SplitPolicy, Task
 from .split import Split, assign_split
 
 
@@ -95,13 +95,18 @@ class Catalog:
         DatasetRef.parse(name)  # validates the name
         policy = split_policy or SplitPolicy()
         parent = self.latest(name)
+        check_same_task(parent, task)
+        if task == "classify":
+            _check_classify(classes, images)
+        parent_records = list(parent.images) if add_to_parent and parent is not None else []
         if add_to_parent and parent is not None:
             classes, images = _merge_classes(parent, classes, images)
+        if task == "classify":
+            # ultralytics indexes class folders in sorted order: keep ids equal to its ids
+            classes, images, parent_records = _sorted_classes(classes, images, parent_records)
         keep = {i.sha256: i.split for i in parent.images} if parent else {}
 
-        records: dict[str, ImageRecord] = {}
-        if add_to_parent and parent is not None:
-            records = {i.sha256: i for i in parent.images}
+        records: dict[str, ImageRecord] = {i.sha256: i for i in parent_records}
         for d in images:
             split = keep.get(d.sha256) or (d.split if policy.mode == "source" and d.split else None)
             split = split or assign_split(policy.seed, d.sha256, policy.ratios)
@@ -131,10 +136,38 @@ class Catalog:
             parent = self.latest(name)  # lost a race: rebase on the new latest
 
 
+def check_same_task(parent: DatasetManifest | None, task: Task) -> None:
+    """One dataset, one task: its versions are comparable and train the same kind of model."""
+    if parent is not None and parent.task != task:
+        raise ValidationError(f"{parent.ref} is a {TASK_WORDS[parent.task]} dataset; "
+                              f"import {TASK_WORDS[task]} data under another name")
+
+
+def _check_classify(classes: list[str], images: list[DraftImage]) -> None:
+    if len(set(classes)) != len(classes):
+        raise ValidationError(f"class names must be unique, got {', '.join(classes)}")
+    for d in images:
+        if d.boxes or d.class_id is None or not 0 <= d.class_id < len(classes):
+            raise ValidationError(f"{d.source or d.sha256[:12]}: a classification image needs exactly one "
+                                  f"class id in 0..{len(classes) - 1} and no boxes")
+
+
+def _sorted_classes(classes: list[str], images: list[DraftImage], records: list[ImageRecord]
+                    ) -> tuple[list[str], list[DraftImage], list[ImageRecord]]:
+    """Sort the class names and re-index every label (new drafts and kept parent records)."""
+    ordered = sorted(classes)
+    remap = {i: ordered.index(c) for i, c in enumerate(classes)}
+    drafts = [DraftImage(d.sha256, d.ext, d.width, d.height, [], remap[d.class_id], d.source, d.split)
+              for d in images]
+    kept = [r.model_copy(update={"class_id": remap[r.class_id]}) for r in records]
+    return ordered, drafts, kept
+
+
 def _merge_classes(
     parent: DatasetManifest, classes: list[str], images: list[DraftImage]
 ) -> tuple[list[str], list[DraftImage]]:
-    """Classes are matched by name, never by index: new names are appended."""
+    """Classes are matched by name, never by index: new names are appended (a classify commit
+    then sorts them and re-indexes, see :func:`_sorted_classes`)."""
     merged = list(parent.classes)
     for c in classes:
         if c not in merged:

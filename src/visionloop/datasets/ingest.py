@@ -1,6 +1,7 @@
 """The one path every importer takes: source items → checked images in the store → a version.
 
-Importers (``formats/``) only describe what they found as a :class:`SourceDataset`; this module
+Importers (``formats/``) only describe what they found as a :class:`SourceDataset` (boxes for
+detection; one class name per item for ``task="classify"``); this module
 decodes and (optionally) downsizes each image once, checks its labels, stores the bytes by hash
 and commits a manifest. Blobs are written before the manifest, so an import that dies half way
 leaves only unreferenced blobs, never a visible version. In strict mode every item is checked
@@ -21,7 +22,8 @@ from pathlib import Path
 from ..errors import ValidationError, VisionloopError
 from ..store import Store, open_store, sha256_bytes
 from . import images
-from .catalog import Catalog, CommitResult, DraftImage
+from .catalog import Catalog, CommitResult, DraftImage, check_same_task
+from ..predictions import Task
 from .manifest import DatasetManifest, DatasetRef, Preprocessing, SplitPolicy, YoloBox
 from .split import Split
 from .validate import LabelError, Problem, ProblemKind, RawBox, ValidationReport, normalize_boxes
@@ -43,6 +45,7 @@ class SourceItem:
     labels: LabelReader = _no_labels  # may raise LabelError
     label_name: str = ""  # names the label file in messages
     split: Split | None = None
+    class_name: str | None = None  # classify: the image's one label (checked against the classes)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class SourceDataset:
     total: int | None = None  # number of items when known (progress bar)
     has_splits: bool = False  # the source declares train/val/test itself
     problems: list[Problem] = field(default_factory=list)  # found while reading the source
+    task: Task = "detect"  # classify: every item has a class_name and no boxes
 
 
 @dataclass
@@ -74,8 +78,16 @@ class ImportResult:
         return self.commit.created
 
 
-def _box_key(boxes: list[YoloBox]) -> list[tuple]:
-    return sorted((b.class_id, round(b.cx, 6), round(b.cy, 6), round(b.w, 6), round(b.h, 6)) for b in boxes)
+@dataclass(frozen=True)
+class _Checked:
+    prepared: images.PreparedImage
+    boxes: list[YoloBox]
+    class_id: int | None = None
+
+    def label_key(self) -> tuple:
+        """Equal keys = the same labels (an identical duplicate, not a conflict)."""
+        boxes = sorted((b.class_id, round(b.cx, 6), round(b.cy, 6), round(b.w, 6), round(b.h, 6)) for b in self.boxes)
+        return self.class_id, tuple(boxes)
 
 
 def _resolve_options(catalog: Catalog, name: str, opts: ImportOptions) -> tuple[int | None, int]:
@@ -97,10 +109,21 @@ def _resolve_options(catalog: Catalog, name: str, opts: ImportOptions) -> tuple[
     return max_width, 0 if seed is None else seed
 
 
-def _check_item(item: SourceItem, nc: int, max_width: int | None) -> tuple[images.PreparedImage, list[YoloBox]] | Problem:
+def _class_id(item: SourceItem, classes: list[str]) -> int:
+    if item.class_name is None:
+        raise LabelError(ProblemKind.UNLABELED, "no class label")
+    if item.class_name not in classes:
+        raise LabelError(ProblemKind.UNKNOWN_CLASS,
+                         f"class {item.class_name!r} is not one of the classes ({', '.join(classes)})")
+    return classes.index(item.class_name)
+
+
+def _check_item(item: SourceItem, classes: list[str], task: Task, max_width: int | None) -> _Checked | Problem:
     """Labels first (cheap), then the image (decoded once), then the boxes against its size."""
+    nc = len(classes)
     try:
         raw = item.labels()
+        class_id = _class_id(item, classes) if task == "classify" else None
     except LabelError as exc:
         return Problem(exc.kind, item.label_name or item.name, str(exc))
     try:
@@ -114,18 +137,18 @@ def _check_item(item: SourceItem, nc: int, max_width: int | None) -> tuple[image
         boxes = normalize_boxes(raw or [], nc, prepared.source_width, prepared.source_height)
     except LabelError as exc:
         return Problem(exc.kind, item.label_name or item.name, str(exc))
-    return prepared, boxes
+    return _Checked(prepared, boxes, class_id)
 
 
-def _checked_in_order(items: Iterable[SourceItem], nc: int, max_width: int | None,
-                      workers: int) -> Iterator[tuple[SourceItem, tuple[images.PreparedImage, list[YoloBox]] | Problem]]:
+def _checked_in_order(items: Iterable[SourceItem], classes: list[str], task: Task, max_width: int | None,
+                      workers: int) -> Iterator[tuple[SourceItem, _Checked | Problem]]:
     """Check items on ``workers`` threads (Pillow decodes without the GIL) a few items ahead,
     yielding results in source order so messages and duplicate handling stay deterministic."""
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-check")
     window: deque[tuple[SourceItem, Future]] = deque()
     try:
         for item in items:
-            window.append((item, pool.submit(_check_item, item, nc, max_width)))
+            window.append((item, pool.submit(_check_item, item, classes, task, max_width)))
             if len(window) > 2 * workers:
                 head, fut = window.popleft()
                 yield head, fut.result()
@@ -177,17 +200,19 @@ def ingest(store: Store, source: SourceDataset, name: str, opts: ImportOptions |
     catalog = Catalog(store)
     DatasetRef.parse(name)  # a bad name fails before any work
     max_width, seed = _resolve_options(catalog, name, opts)
+    check_same_task(catalog.latest(name), source.task)  # before any blob is written
     if not source.classes:
         raise ValidationError(f"{source.description}: no class names found")
-    nc = len(source.classes)
-    report = ValidationReport(problems=list(source.problems))
+    report = ValidationReport(problems=list(source.problems), task=source.task)
     drafts: dict[str, DraftImage] = {}
     first_seen: dict[str, str] = {}
     conflicts: set[str] = set()
     pending: list[tuple[str, bytes]] = []  # strict: written only once everything passed
 
     writer = _BlobWriter(store)
-    checks = _checked_in_order(source.items, nc, max_width, workers=min(8, 2 * (os.cpu_count() or 1)))
+    checks = _checked_in_order(source.items, source.classes, source.task, max_width,
+                               workers=min(8, 2 * (os.cpu_count() or 1)))
+    keys: dict[str, tuple] = {}
     try:
         for done, (item, checked) in enumerate(checks, start=1):
             if progress:
@@ -195,23 +220,25 @@ def ingest(store: Store, source: SourceDataset, name: str, opts: ImportOptions |
             if isinstance(checked, Problem):
                 report.problems.append(checked)
                 continue
-            prepared, boxes = checked
+            prepared = checked.prepared
             sha = sha256_bytes(prepared.data)
             if sha in drafts or sha in conflicts:
-                if sha not in conflicts and _box_key(drafts[sha].boxes) == _box_key(boxes):
+                if sha not in conflicts and keys[sha] == checked.label_key():
                     report.duplicates += 1
                     continue
                 conflicts.add(sha)
                 report.add(ProblemKind.CONFLICTING_DUPLICATE, item.name,
-                           f"same image as {first_seen[sha]} but different labels (both dropped)")
+                           f"same image as {first_seen[sha]} but {_differs(source, drafts.get(sha), checked)} "
+                           f"(both dropped)")
                 continue
             first_seen[sha] = item.name
+            keys[sha] = checked.label_key()
             if opts.strict:
                 pending.append((sha, prepared.data))
             else:
                 writer.put(prepared.data, sha)
-            drafts[sha] = DraftImage(sha, prepared.ext, prepared.width, prepared.height, boxes,
-                                     source=item.name, split=item.split)
+            drafts[sha] = DraftImage(sha, prepared.ext, prepared.width, prepared.height, checked.boxes,
+                                     class_id=checked.class_id, source=item.name, split=item.split)
 
         for sha in conflicts:
             drafts.pop(sha, None)
@@ -227,18 +254,29 @@ def ingest(store: Store, source: SourceDataset, name: str, opts: ImportOptions |
     report.images = len(kept)
     report.background = sum(1 for d in kept if not d.boxes)
     report.boxes = sum(len(d.boxes) for d in kept)
+    if source.task == "classify":
+        ids = [d.class_id for d in kept]
+        report.per_class = {c: ids.count(i) for i, c in sorted(enumerate(source.classes), key=lambda p: p[1])}
     if not kept:
         detail = f": {report.problems[0]}" if report.problems else ""
         raise ValidationError(f"no valid images in {source.description}{detail}")
     mode = "source" if source.has_splits and not opts.resplit else "hash"
     result = catalog.commit(
         name, source.classes, kept,
+        task=source.task,
         preprocessing=Preprocessing(max_width=max_width),
         split_policy=SplitPolicy(mode=mode, seed=seed),
         source=source.description,
         add_to_parent=opts.add,
     )
     return ImportResult(result, report)
+
+
+def _differs(source: SourceDataset, first: DraftImage | None, again: _Checked) -> str:
+    """How a conflicting duplicate differs, for its message."""
+    if source.task != "classify" or first is None or first.class_id is None or again.class_id is None:
+        return "different labels"
+    return f"a different class ({source.classes[again.class_id]} vs {source.classes[first.class_id]})"
 
 
 # -- `train --data PATH`: a dataset version, or a source imported on the fly ---------------------

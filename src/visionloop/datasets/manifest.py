@@ -21,6 +21,7 @@ from ..errors import ValidationError
 from ..predictions import Task
 from .split import DEFAULT_RATIOS, Split
 
+TASK_WORDS: dict[str, str] = {"detect": "detection", "classify": "classification"}  # for messages
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)(?:@(?P<version>latest|\d+))?$")
 
 

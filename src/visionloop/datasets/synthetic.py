@@ -1,4 +1,5 @@
-"""Generated detection data: coloured shapes on noisy backgrounds, with exact boxes.
+"""Generated data: coloured shapes on noisy backgrounds, with exact boxes (detection) or one
+large shape per image whose class is the label (classification).
 
 Learnable by a from-scratch YOLO in a few CPU epochs at small image sizes, so the demo and
 the tests can assert that training really learns. Deterministic for a given seed.
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..predictions import Task
 from .manifest import DatasetManifest, YoloBox
 
 if TYPE_CHECKING:
@@ -28,10 +30,12 @@ class SynthSample:
     name: str
     data: bytes  # PNG
     boxes: list[YoloBox]
+    class_id: int | None = None  # classification: the one shape's class
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, cls: int, x0: float, y0: float, s: float) -> None:
-    color = _COLORS[cls]
+def _draw_shape(draw: ImageDraw.ImageDraw, cls: int, x0: float, y0: float, s: float,
+                color: tuple[int, int, int] | None = None) -> None:
+    color = color or _COLORS[cls]
     if cls == 0:
         draw.ellipse([x0, y0, x0 + s, y0 + s], fill=color)
     elif cls == 1:
@@ -64,11 +68,36 @@ def render(rng: np.random.Generator, size: int = 320, max_objects: int = 3,
     return im, boxes
 
 
-def generate(n: int, seed: int = 0, size: int = 320) -> Iterator[SynthSample]:
+def render_classify(rng: np.random.Generator, size: int = 320) -> tuple[Image.Image, int]:
+    """One large shape, roughly centred, on a noisy background; its class is the label.
+
+    The shape fills most of the image so it survives a downscale to 32 px. Its colour is the
+    class colour with jitter (shape alone needs many more epochs at 32 px: measured top-1
+    0.56 vs 1.0 after 10 epochs on 300 images); size and position vary.
+    """
+    bg = rng.integers(90, 170, size=(size, size, 3), dtype=np.int16)
+    bg = np.clip(bg + rng.normal(0, 18, size=bg.shape), 0, 255).astype(np.uint8)
+    im = Image.fromarray(bg)
+    cls = int(rng.integers(0, len(CLASSES)))
+    s = float(rng.uniform(0.5, 0.8) * size)
+    x0, y0 = (float(v) for v in rng.uniform(0, size - s, size=2))
+    base = _COLORS[cls]
+    jitter = rng.integers(-30, 31, size=3)
+    color = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(base, jitter))
+    _draw_shape(ImageDraw.Draw(im), cls, x0, y0, s, color)
+    return im, cls
+
+
+def generate(n: int, seed: int = 0, size: int = 320, task: Task = "detect") -> Iterator[SynthSample]:
     rng = np.random.default_rng(seed)
     for i in range(n):
-        im, boxes = render(rng, size=size)
-        yield SynthSample(name=f"synth_{seed}_{i:05d}.png", data=png_bytes(im), boxes=boxes)
+        name = f"synth_{seed}_{i:05d}.png"
+        if task == "classify":
+            im, cls = render_classify(rng, size=size)
+            yield SynthSample(name=name, data=png_bytes(im), boxes=[], class_id=cls)
+        else:
+            im, boxes = render(rng, size=size)
+            yield SynthSample(name=name, data=png_bytes(im), boxes=boxes)
 
 
 def png_bytes(im: Image.Image) -> bytes:
@@ -78,13 +107,17 @@ def png_bytes(im: Image.Image) -> bytes:
 
 
 def commit_generated(store: Store, name: str, n: int, seed: int = 0, size: int = 320,
-                     source: str = "synthetic shapes") -> DatasetManifest:
-    """A new version of ``name`` holding ``n`` generated images (the demo's and the tests' data)."""
+                     source: str = "synthetic shapes", task: Task = "detect") -> DatasetManifest:
+    """A new version of ``name`` holding ``n`` generated images (the demo's and the tests' data).
+
+    ``task="classify"``: one shape per image, labelled with its class (``CLASSES`` is sorted,
+    as classify manifests must be)."""
     from . import images
     from .catalog import Catalog, DraftImage
 
     drafts = []
-    for s in generate(n, seed=seed, size=size):
+    for s in generate(n, seed=seed, size=size, task=task):
         p = images.prepare(s.data)
-        drafts.append(DraftImage(store.put_blob(p.data), p.ext, p.width, p.height, s.boxes, source=s.name))
-    return Catalog(store).commit(name, CLASSES, drafts, source=source).manifest
+        drafts.append(DraftImage(store.put_blob(p.data), p.ext, p.width, p.height, s.boxes,
+                                 class_id=s.class_id, source=s.name))
+    return Catalog(store).commit(name, CLASSES, drafts, task=task, source=source).manifest

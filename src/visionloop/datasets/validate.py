@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Literal
 
 from ..errors import ValidationError
+from ..predictions import Task
 from .manifest import YoloBox
 
 EPS = 1e-6  # tolerance for float noise in exported coordinates (e.g. 1.0000001)
@@ -32,6 +33,8 @@ class ProblemKind(str, Enum):
     LABEL_WITHOUT_IMAGE = "label without image"
     CONFLICTING_DUPLICATE = "same image twice with different labels"
     UNLABELED = "not labeled yet"
+    UNKNOWN_CLASS = "unknown class"
+    EMPTY_CLASS_FOLDER = "empty class folder"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class ValidationReport:
     duplicates: int = 0  # identical image + labels seen again (merged, not a problem)
     boxes: int = 0
     problems: list[Problem] = field(default_factory=list)
+    task: Task = "detect"
+    per_class: dict[str, int] = field(default_factory=dict)  # classify: images per class imported
 
     def add(self, kind: ProblemKind, file: str, message: str) -> Problem:
         p = Problem(kind, file, message)
@@ -61,8 +66,11 @@ class ValidationReport:
 
     def counts(self) -> dict[str, int]:
         """Summary rows: imported counts first, then one row per problem kind found."""
-        rows = {"images imported": self.images, "background images (no boxes)": self.background,
-                "boxes": self.boxes}
+        rows = {"images imported": self.images}
+        if self.task == "classify":
+            rows.update({f"class {c}": n for c, n in self.per_class.items()})
+        else:
+            rows.update({"background images (no boxes)": self.background, "boxes": self.boxes})
         if self.duplicates:
             rows["identical duplicates merged"] = self.duplicates
         c = Counter(p.kind for p in self.problems)

@@ -3,9 +3,11 @@
 Both models are evaluated by the same function on the same images (the test split of one
 dataset version; the hash split keeps it free of training images for every version), so
 "better" means better on identical data. The gate (``gate:`` in visionloop.yaml) asks that
-the lower bound of a paired-bootstrap interval of the mAP50-95 gain exceed ``min_delta``, that
-no class lose more than ``max_class_drop`` AP50-95, and that the frozen original test images
-(those of the dataset's first version) not regress by more than that either.
+the lower bound of a paired-bootstrap interval of the gain in the task's metric (mAP50-95 for
+detection, top-1 for classification) exceed ``min_delta``, that no class lose more than
+``max_class_drop`` (AP50-95, or accuracy), and that the frozen original test images (those of
+the dataset's first version) not regress by more than that either. Models of different tasks
+are never compared.
 
 Modules: ``compare`` (cached evaluations, the comparison), ``bootstrap`` (the interval),
 ``gate`` (the decision), ``lineage`` (promote, rollback: the registry's alias history).

@@ -1,4 +1,5 @@
-"""Paired bootstrap of mAP50-95 over test images, vectorized.
+"""Paired bootstrap of the gate's metric over test images, vectorized: mAP50-95 for detection,
+top-1 for classification.
 
 A resample draws the test images with replacement; image ``i`` drawn ``w_i`` times is the same
 as weighting its detections and targets by ``w_i``. The detections' order by confidence does
@@ -7,7 +8,8 @@ not depend on the weights, so one sort serves every resample, and ultralytics' A
 trapezoid) becomes array arithmetic over all resamples at once. With every weight 1 it is
 ``ap_per_class`` exactly, and so is every resample (tests/test_gate.py checks it against
 ultralytics written out image by image), up to the order of equal confidences, which
-ultralytics' unstable sort leaves open anyway.
+ultralytics' unstable sort leaves open anyway. Top-1 on a resample is the weighted share of
+images classified right.
 Both models are scored on the same resamples: the interval is of the paired difference.
 """
 
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..evaluation import MatchStats
+from ..errors import ValidationError
+from ..evaluation import ClassifyStats, MatchStats, Stats
 
 AP_X = np.linspace(0, 1, 101)  # ultralytics' (COCO's) 101 recall points
 _STEP = np.diff(AP_X) / 2
@@ -98,14 +101,29 @@ def map50_95(stats: MatchStats, weights: np.ndarray) -> np.ndarray:
     return out
 
 
+def top1(stats: ClassifyStats, weights: np.ndarray) -> np.ndarray:
+    """Top-1 accuracy for each row of image ``weights`` (B, N): the weighted share of images whose
+    top class is the true one (with every weight 1, the evaluation's top-1)."""
+    total = weights.sum(1)
+    right = weights @ stats.correct().astype(np.float64)
+    return np.divide(right, total, out=np.zeros(len(weights)), where=total > 0)
+
+
+def primary_metric(stats: Stats, weights: np.ndarray) -> np.ndarray:
+    """The gate's metric (``EvalResult.primary``) for each row of ``weights``: top-1 or mAP50-95."""
+    return top1(stats, weights) if isinstance(stats, ClassifyStats) else map50_95(stats, weights)
+
+
 def resample_weights(n_images: int, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n_images) draw counts: each row is one bootstrap sample of the images."""
     rng = np.random.default_rng(seed)
     return rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=resamples).astype(np.float64)
 
 
-def aligned(a: MatchStats, b: MatchStats) -> tuple[MatchStats, MatchStats]:
+def aligned(a: Stats, b: Stats) -> tuple[Stats, Stats]:
     """Both on the images both were evaluated on, in the same order (keys are sorted file stems)."""
+    if type(a) is not type(b):
+        raise ValidationError("cannot compare a detection evaluation with a classification one")
     if a.images != b.images:
         common = set(a.images) & set(b.images)
         a, b = a.subset(common), b.subset(common)
@@ -114,18 +132,18 @@ def aligned(a: MatchStats, b: MatchStats) -> tuple[MatchStats, MatchStats]:
     return a, b
 
 
-def paired_interval(a: MatchStats, b: MatchStats, *, confidence: float, resamples: int,
+def paired_interval(a: Stats, b: Stats, *, confidence: float, resamples: int,
                     seed: int) -> tuple[float, float, float]:
-    """(point, low, high) of b minus a mAP50-95 over the images: point on the images as they
-    are, the interval the central ``confidence`` share of the resampled differences."""
+    """(point, low, high) of b minus a of the gate's metric over the images: point on the images
+    as they are, the interval the central ``confidence`` share of the resampled differences."""
     a, b = aligned(a, b)
     n = len(a.images)
     if n == 0:
         return 0.0, 0.0, 0.0
     ones = np.ones((1, n))
-    point = float(map50_95(b, ones)[0] - map50_95(a, ones)[0])
+    point = float(primary_metric(b, ones)[0] - primary_metric(a, ones)[0])
     w = resample_weights(n, resamples, seed)
-    deltas = map50_95(b, w) - map50_95(a, w)
+    deltas = primary_metric(b, w) - primary_metric(a, w)
     tail = (1.0 - confidence) / 2
     low, high = np.quantile(deltas, [tail, 1.0 - tail])
     return point, float(low), float(high)

@@ -11,7 +11,7 @@ from ..datasets.catalog import Catalog
 from ..datasets.manifest import DatasetManifest
 from ..datasets.materialize import file_stem
 from ..errors import NotFoundError, ValidationError
-from ..evaluation import HEADLINE, LABELS, EvalResult, Evaluation, MatchStats
+from ..evaluation import CLASS_SCORE, LABELS, EvalResult, Evaluation, Stats, stats_from_bytes
 from ..files import atomic_write_bytes, atomic_write_text, sha256_file
 from ..settings import get_settings
 from ..store import open_store
@@ -35,19 +35,28 @@ class Comparison(BaseModel):
     b_eval: EvalResult
     frozen_data: str | None = Field(default=None, description="The dataset's first version (N@1): its images of "
                                     "this split are the frozen set, the others the added set.")
-    # Per-image matches of both models and the frozen image keys (in memory only, for the gate)
-    _stats: tuple[MatchStats, MatchStats] | None = PrivateAttr(default=None)
+    # Per-image results of both models and the frozen image keys (in memory only, for the gate)
+    _stats: tuple[Stats, Stats] | None = PrivateAttr(default=None)
     _frozen: frozenset[str] | None = PrivateAttr(default=None)
 
     def row(self, metric: str) -> MetricRow:
         return next(r for r in self.rows if r.metric == metric)
 
-    def with_stats(self, a: MatchStats, b: MatchStats, frozen: frozenset[str] | None) -> Comparison:
+    @property
+    def task(self) -> str:
+        return self.a_eval.task
+
+    @property
+    def metric(self) -> str:
+        """The label of the metric the gate compares (mAP50-95, or top-1)."""
+        return self.a_eval.primary_label
+
+    def with_stats(self, a: Stats, b: Stats, frozen: frozenset[str] | None) -> Comparison:
         self._stats, self._frozen = (a, b), frozen
         return self
 
     @property
-    def stats(self) -> tuple[MatchStats, MatchStats] | None:
+    def stats(self) -> tuple[Stats, Stats] | None:
         return self._stats
 
     @property
@@ -64,14 +73,15 @@ def _cache_key(onnx_sha: str, manifest: DatasetManifest, split: str) -> str:
 
 def cached_evaluation(model: registry.ResolvedModel, manifest: DatasetManifest, split: str) -> Evaluation:
     """Evaluation is pure in (ONNX bytes, dataset content, split, evaluator code and libraries):
-    cache it, record and per-image matches, so the loop and CI do not re-evaluate the champion."""
+    cache it, record and per-image results (detection matches or classification top-k), so the
+    loop and CI do not re-evaluate the champion."""
     onnx_sha = model.tags.get(registry.TAG_ONNX_SHA256) or sha256_file(model.onnx_path)
     base = get_settings().cache_dir / "eval" / _cache_key(onnx_sha, manifest, split)
     record, matches = base.with_suffix(".json"), base.with_suffix(".npz")
     if record.exists() and matches.exists():
         try:
             return Evaluation(EvalResult.model_validate_json(record.read_text()),
-                              MatchStats.from_bytes(matches.read_bytes()))
+                              stats_from_bytes(matches.read_bytes()))
         except (ValueError, OSError, KeyError):
             pass  # a damaged entry: evaluate again
     from ..training.evaluate import run_evaluation  # lazy: pulls ultralytics
@@ -86,14 +96,21 @@ def evaluate_cached(model: registry.ResolvedModel, manifest: DatasetManifest, sp
     return cached_evaluation(model, manifest, split).result
 
 
+def check_same_task(a_task: str, b_task: str, a: str = "A", b: str = "B") -> None:
+    if a_task != b_task:
+        raise ValidationError(f"cannot compare {a} ({a_task}) with {b} ({b_task}): "
+                              "both models must have the same task")
+
+
 def comparison_rows(a: EvalResult, b: EvalResult) -> list[MetricRow]:
-    """Headline metrics, then AP50-95 per class (matched by class name)."""
-    rows = [MetricRow(metric=LABELS[k], a=getattr(a, k), b=getattr(b, k), change=getattr(b, k) - getattr(a, k))
-            for k in HEADLINE]
-    b_ap = {c.name: c.ap50_95 for c in b.per_class}
-    for c in a.per_class:
-        if c.name in b_ap:
-            rows.append(MetricRow(metric=f"AP50-95 {c.name}", a=c.ap50_95, b=b_ap[c.name], change=b_ap[c.name] - c.ap50_95))
+    """The task's headline metrics, then per class (matched by name) AP50-95 (detect) or accuracy (classify)."""
+    check_same_task(a.task, b.task, a.model, b.model)
+    ha, hb = a.headline(), b.headline()
+    rows = [MetricRow(metric=LABELS[k], a=ha[k], b=hb[k], change=hb[k] - ha[k]) for k in ha]
+    label, b_scores = CLASS_SCORE[a.task], b.class_scores()
+    for name, score in a.class_scores().items():
+        if name in b_scores:
+            rows.append(MetricRow(metric=f"{label} {name}", a=score, b=b_scores[name], change=b_scores[name] - score))
     return rows
 
 
@@ -119,8 +136,11 @@ def frozen_keys(catalog: Catalog, manifest: DatasetManifest, split: str) -> tupl
 def compare(a_ref: str, b_ref: str, data: str | None = None, split: str = "test") -> Comparison:
     a = registry.resolve_model(a_ref)
     b = registry.resolve_model(b_ref)
+    check_same_task(a.card.task, b.card.task, a.ref, b.ref)
     catalog = Catalog(open_store())
     manifest = catalog.load(data or default_dataset(a, b))
+    if manifest.task != a.card.task:
+        raise ValidationError(f"cannot compare {a.card.task} models on {manifest.ref}, a {manifest.task} dataset")
     if not manifest.by_split(split):  # type: ignore[arg-type]
         raise ValidationError(f"dataset {manifest.ref} has no {split} images to compare on")
     ea, eb = cached_evaluation(a, manifest, split), cached_evaluation(b, manifest, split)

@@ -66,7 +66,7 @@ def promote(ref: str, *, force: bool = False, gate: Gate | None = None, data: st
     tags = {PROMOTED_TAG: datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if decision is not None:
         low, high = decision.interval
-        tags[GATE_TAG] = (f"{'passed' if decision.passed else 'refused'}: mAP50-95 {decision.delta:+.5f} "
+        tags[GATE_TAG] = (f"{'passed' if decision.passed else 'refused'}: {decision.metric} {decision.delta:+.5f} "
                           f"[{low:+.5f}, {high:+.5f}] on {cmp.data if cmp else '-'}")  # display only; the decision is returned
     if forced:
         tags[FORCED_TAG] = "; ".join(decision.reasons)  # type: ignore[union-attr]

@@ -34,10 +34,10 @@ class ParitySummary(BaseModel):
     """How closely the ONNX export reproduced the PyTorch model on a few images."""
 
     images: int
-    compared: int = Field(description="Boxes compared between the two models.")
+    compared: int = Field(description="Boxes (detect) or images (classify) compared between the two models.")
     ties: int = 0
     min_iou: float = 1.0
-    max_conf_diff: float = 0.0
+    max_conf_diff: float = Field(default=0.0, description="Largest confidence (classify: probability) difference.")
 
 
 class ModelCard(BaseModel):

@@ -21,12 +21,14 @@ from ..errors import ValidationError
 CPU_AUTO_BATCH = 16  # safe on any laptop at imgsz <= 640; ultralytics' AutoBatch needs CUDA
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 Engine = Literal["local", "ray"]
+# The architecture trained when --model is not given, by the dataset's task.
+DEFAULT_MODEL = {"detect": "yolo11n.yaml", "classify": "yolo11n-cls.yaml"}
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(default="yolo11n.yaml", description="Architecture .yaml (from scratch) or a local .pt.")
+    model: str = Field(default=DEFAULT_MODEL["detect"], description="Architecture .yaml (from scratch) or a local .pt.")
     data: str = Field(default="", description="Dataset version N@V, or a zip path/URL imported on the fly.")
     epochs: int = 50
     batch: int = Field(default=-1, description="-1 = automatic (CPU: 16; GPU: ultralytics AutoBatch).")
@@ -35,6 +37,7 @@ class TrainConfig(BaseModel):
     name: str = Field(default="", description="Registered model name; default: the dataset name.")
     seed: int = 0
     patience: int = 100
+    freeze: int | None = Field(default=None, description="Freeze the first N layers (transfer learning); None = none.")
     workers: int = Field(default=0, description="Dataloader worker processes.")
     threads: int = Field(default=0, description="CPU threads for torch; 0 = automatic (the idle cores).")
     max_width: int | None = Field(default=None, description="Downscale wider images when importing a zip.")
@@ -61,6 +64,13 @@ class TrainConfig(BaseModel):
     def _batch(cls, v: int) -> int:
         if v == 0 or v < -1:
             raise ValueError("must be -1 (automatic) or a positive number")
+        return v
+
+    @field_validator("freeze")
+    @classmethod
+    def _freeze(cls, v: int | None) -> int | None:
+        if v is not None and v < 0:
+            raise ValueError("must not be negative")
         return v
 
     @field_validator("patience", "workers", "seed", "threads")
@@ -100,6 +110,11 @@ class TrainConfig(BaseModel):
 
     # -- derived values ------------------------------------------------------------------
     @property
+    def model_given(self) -> bool:
+        """--model (or the config file) named a model; otherwise the task's default is used."""
+        return "model" in self.model_fields_set
+
+    @property
     def from_scratch(self) -> bool:
         return self.model.endswith((".yaml", ".yml"))
 
@@ -124,7 +139,10 @@ class TrainConfig(BaseModel):
 
     def training_params(self) -> dict[str, Any]:
         """What defines the trained weights (the cache key uses these; name/force/verbose do not)."""
-        return self.model_dump(include={"model", "epochs", "batch", "imgsz", "device", "seed", "patience", "workers"})
+        params = self.model_dump(include={"model", "epochs", "batch", "imgsz", "device", "seed", "patience", "workers"})
+        if self.freeze:  # only when set: keys of trainings without --freeze stay as they were
+            params["freeze"] = self.freeze
+        return params
 
     def resolved_threads(self) -> int:
         return self.threads or auto_threads()

@@ -9,6 +9,10 @@ Pillow decode, the dynamic letterbox, the numpy NMS), so the test metrics descri
 served, not ultralytics' validator pipeline (which letterboxes every image to a square). The
 metric itself is ultralytics': its validator's IoU matching at 0.50:0.95 and ``DetMetrics``
 (``ap_per_class``), at ultralytics val's settings (conf 0.001, NMS IoU 0.7, 300 detections).
+
+Classification reads the class folders (``split/<class>/*``: the folder is the label) and
+scores the served top-k (the runtime's resize + centre crop, then softmax output): top-1,
+top-5 (of min(5, classes)) and per-class accuracy, as ultralytics' ClassifyMetrics counts them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import hashlib
 import json
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -26,9 +31,11 @@ import yaml
 from ..datasets.manifest import DatasetManifest
 from ..datasets.split import Split
 from ..errors import ValidationError
-from ..evaluation import ClassAP, EvalResult, Evaluation, MatchStats
+from ..evaluation import ClassAccuracy, ClassAP, ClassifyStats, EvalResult, Evaluation, MatchStats
+from ..predictions import Task
 
 EVAL_CONF, EVAL_IOU, EVAL_MAX_DET = 0.001, 0.7, 300  # ultralytics val's defaults
+TOP_K = 5  # top-5 accuracy (of min(5, classes))
 
 _PKG = Path(__file__).resolve().parents[1]
 # Code whose change can change an evaluation's numbers: this file, the served prediction path,
@@ -52,20 +59,45 @@ def evaluator_version() -> str:
     return h.hexdigest()[:16]
 
 
-def _split_images(data_yaml: Path, split: Split) -> tuple[list[Path], list[str]]:
-    """The image files of ``split`` (sorted) and the class names of a data.yaml."""
+@dataclass(frozen=True)
+class SplitFiles:
+    """The images of one split of a materialized dataset: files (sorted), the data's class names,
+    its task, and for classification each file's class id (from its class folder)."""
+
+    task: Task
+    files: list[Path]
+    classes: list[str]
+    labels: list[int]
+
+
+def _image_files(folder: Path) -> list[Path]:
     from ultralytics.data.utils import IMG_FORMATS
 
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix[1:].lower() in IMG_FORMATS)
+
+
+def split_files(data_yaml: Path, split: Split) -> SplitFiles:
+    """The images of ``split`` of a data.yaml: ``images/<split>`` (detect) or ``<split>/<class>/`` (classify)."""
     cfg = yaml.safe_load(Path(data_yaml).read_text())
     root = Path(cfg.get("path") or Path(data_yaml).parent)
-    rel = cfg.get(split)
+    names = cfg["names"]
+    classes = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+    task = cfg.get("task", "detect")
+    rel = cfg.get(split) or (split if task == "classify" else None)
     if not rel or not (root / rel).is_dir():
         raise ValidationError(f"dataset {data_yaml} has no {split} split")
-    files = sorted(p for p in (root / rel).iterdir() if p.is_file() and p.suffix[1:].lower() in IMG_FORMATS)
+    files, labels = [], []
+    if task == "classify":
+        for cid, name in enumerate(classes):
+            folder = root / rel / name
+            found = _image_files(folder) if folder.is_dir() else []
+            files += found
+            labels += [cid] * len(found)
+    else:
+        files = _image_files(root / rel)
     if not files:
         raise ValidationError(f"dataset {data_yaml} has no {split} images")
-    names = cfg["names"]
-    return files, [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+    return SplitFiles(task, files, classes, labels)
 
 
 def _targets(image: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +154,7 @@ class _Matcher:
         return MatchStats(images, nc, **{k: np.concatenate(v) for k, v in self.rows.items()})
 
 
-def _served_model(onnx_path: Path, classes: list[str], imgsz: int | None):
+def _served_model(onnx_path: Path, classes: list[str], imgsz: int | None, task: Task = "detect"):
     from ..serving.runtime import ModelLoadError, OnnxModel
     from .export import read_metadata
 
@@ -134,13 +166,11 @@ def _served_model(onnx_path: Path, classes: list[str], imgsz: int | None):
     model_classes = json.loads(meta["classes"]) if "classes" in meta else model.info.classes
     if model_classes != classes:
         raise ValidationError(f"model classes {model_classes} differ from the data's {classes}")
-    if model.info.task != "detect":
-        raise ValidationError(f"evaluation measures detection; {onnx_path.name} is a {model.info.task} model")
+    if model.info.task != task:
+        raise ValidationError(f"the data is a {task} dataset; {onnx_path.name} is a {model.info.task} model")
     if imgsz and (imgsz, imgsz) != model.info.imgsz:
         if not model.info.dynamic:
             raise ValidationError(f"{onnx_path.name} takes {model.info.imgsz[0]} px inputs only, not {imgsz}")
-        from dataclasses import replace
-
         model.info = replace(model.info, imgsz=(imgsz, imgsz))  # the same served letterbox, at this size
     return model
 
@@ -164,8 +194,11 @@ def run_evaluation(onnx_path: Path, data: DatasetManifest | Path, split: Split =
         data_yaml, label = materialize(open_store(), data, get_settings().cache_dir), data.ref
     else:
         data_yaml, label = Path(data), str(data)
-    files, classes = _split_images(data_yaml, split)
-    model = _served_model(onnx_path, classes, imgsz)
+    found = split_files(data_yaml, split)
+    files, classes = found.files, found.classes
+    model = _served_model(onnx_path, classes, imgsz, found.task)
+    if found.task == "classify":
+        return _classify_evaluation(model, found, label, split, log_file)
     params = PredictParams(conf=EVAL_CONF, iou=EVAL_IOU, max_det=EVAL_MAX_DET)
     timing = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     t0 = time.perf_counter()
@@ -199,6 +232,49 @@ def run_evaluation(onnx_path: Path, data: DatasetManifest | Path, split: Split =
     return Evaluation(result, matcher.stats(tuple(p.stem for p in files), len(classes)))
 
 
+def _classify_evaluation(model, found: SplitFiles, label: str, split: Split, log_file: Path | None) -> Evaluation:
+    """Top-1, top-5 and per-class accuracy of the served top-k on the split's class folders."""
+    from ..serving.preprocess import decode_image
+    from ..serving.runtime import PredictParams
+
+    files, classes = found.files, found.classes
+    k = min(TOP_K, len(classes))
+    params = PredictParams(top_k=k)
+    timing = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    topk = np.zeros((len(files), k), dtype=np.int32)
+    t0 = time.perf_counter()
+    for i, path in enumerate(files):
+        pred = model.predict(decode_image(path.read_bytes()), params)
+        for key in timing:
+            timing[key] += pred.timing_ms.get(key, 0.0)
+        topk[i] = [cid for cid, _ in pred.classes or []]
+    stats = ClassifyStats(tuple(p.stem for p in files), len(classes), np.array(found.labels, dtype=np.int32), topk)
+    correct, n = stats.correct(), len(files)
+    per_class = [ClassAccuracy(name=name, images=int((stats.true_cls == c).sum()),
+                               accuracy=float(correct[stats.true_cls == c].mean()) if (stats.true_cls == c).any()
+                               else 0.0)  # 0: no image of the class in the split
+                 for c, name in enumerate(classes)]
+    result = EvalResult(
+        model=str(model.path), data=label, split=split, task="classify", images=n, instances=n,
+        imgsz=int(model.info.imgsz[0]), top1=float(correct.mean()),
+        top5=float((topk == stats.true_cls[:, None]).any(axis=1).mean()), per_class_accuracy=per_class,
+        speed_ms={key: v / n for key, v in timing.items()},
+    )
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a") as fh:
+            fh.write(f"evaluated {model.path.name} on {label} {split}: {n} images in {time.perf_counter() - t0:.1f}s "
+                     f"(served path, top-{k}): top-1 {result.top1:.4f}, top-5 {result.top5:.4f}\n")
+    return Evaluation(result, stats)
+
+
+def confusion_matrix(stats: ClassifyStats) -> np.ndarray:
+    """(nc, nc) counts: row = true class, column = the served top-1."""
+    m = np.zeros((stats.nc, stats.nc), dtype=np.int64)
+    np.add.at(m, (stats.true_cls, stats.topk[:, 0]), 1)
+    return m
+
+
 def evaluate_model(
     onnx_path: Path,
     data: DatasetManifest | Path,
@@ -207,7 +283,8 @@ def evaluate_model(
     imgsz: int | None = None,
     log_file: Path | None = None,
 ) -> EvalResult:
-    """mAP50, mAP50-95, precision, recall, per-class AP and speed of ``onnx_path`` on ``split``.
+    """mAP50, mAP50-95, precision, recall, per-class AP and speed of ``onnx_path`` on ``split``
+    (classification: top-1, top-5, per-class accuracy and speed).
 
     ``data`` is a dataset manifest (materialized here, cached) or a ``data.yaml``. The model's
     classes must equal the data's, in order: comparing across class lists would be meaningless.

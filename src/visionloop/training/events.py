@@ -78,7 +78,8 @@ class LogEvents(NullEvents):
         log.info("%s: %s%s", rec.name, how, f" — {rec.detail}" if rec.detail else "")
 
     def epoch(self, em: EpochMetrics) -> None:
-        log.info("epoch %d/%d: %s", em.epoch, em.epochs, em.metrics.get("metrics/mAP50-95"))
+        key = "metrics/accuracy_top1" if "metrics/accuracy_top1" in em.metrics else "metrics/mAP50-95"
+        log.info("epoch %d/%d: %s %s", em.epoch, em.epochs, key.split("/")[-1], em.metrics.get(key))
 
     def message(self, text: str) -> None:
         log.info("%s", text)

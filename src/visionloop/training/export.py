@@ -4,6 +4,10 @@ The exported file is only trusted once onnxruntime, fed the same letterboxed ima
 the same boxes as the PyTorch model: same class, IoU >= 0.99, confidence within 0.01. The
 check runs at a very low confidence threshold so that even a 2-epoch model (whose scores are
 all below 0.01) yields boxes to compare, and it fails if nothing was compared at all.
+
+A classification export must give every image the same top-1 class and every class a
+probability within 1e-3 of PyTorch's; ``compared`` counts images, ``max_conf_diff`` is the
+largest probability difference.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import VisionloopError
 from ..files import atomic_write_bytes
-from ..predictions import Detections
+from ..predictions import Detections, Task
 from ..registry.card import ParitySummary
 
 # Opset 17 runs on every onnxruntime our dependency bound allows (>= 1.17 supports up to 20)
@@ -31,6 +35,7 @@ PARITY_TOP_K = 50  # compare each image's strongest boxes; the tail near max_det
 NMS_IOU = 0.7  # ultralytics' predict default
 # A kept neighbour scoring within this of a box may legitimately have suppressed it (an NMS tie).
 TIE_CONF = 1e-3
+PARITY_PROB_TOL = 1e-3  # classification: per-class probability
 
 
 @dataclass(frozen=True)
@@ -46,16 +51,20 @@ class ParityReport(ParitySummary):
     mismatches (a version is only registered when there are none)."""
 
     compared: int = 0
+    task: Task = "detect"
     mismatches: list[str] = Field(default_factory=list)
 
     def card_summary(self) -> ParitySummary:
-        return ParitySummary.model_validate(self.model_dump(exclude={"mismatches"}))
+        return ParitySummary.model_validate(self.model_dump(exclude={"mismatches", "task"}))
 
     @property
     def ok(self) -> bool:
         return self.compared > 0 and not self.mismatches
 
     def summary(self) -> str:
+        if self.task == "classify":
+            return (f"parity on {self.images} images: top-1 equal on {self.compared - len(self.mismatches)}, "
+                    f"max probability diff {self.max_conf_diff:.2g}")
         return (f"parity on {self.images} images: {self.compared} boxes, "
                 f"min IoU {self.min_iou:.4f}, max conf diff {self.max_conf_diff:.2g}")
 
@@ -182,12 +191,38 @@ def _predict(model, images: list[Path], imgsz: int, nms: bool = True) -> list[De
     return out
 
 
-def check_parity(best_pt: Path, onnx_path: Path, images: list[Path], imgsz: int) -> ParityReport:
+def _probs(model, images: list[Path], imgsz: int) -> list[np.ndarray]:
+    return [r.probs.data.cpu().numpy() for r in model.predict([str(p) for p in images], imgsz=imgsz, device="cpu",
+                                                                verbose=False, stream=False)]
+
+
+def check_classify_parity(best_pt: Path, onnx_path: Path, images: list[Path], imgsz: int) -> ParityReport:
+    """Same top-1 and every probability within PARITY_PROB_TOL, image by image (same preprocessing)."""
+    from ultralytics import YOLO
+
+    t_probs = _probs(YOLO(str(best_pt)), images, imgsz)
+    o_probs = _probs(YOLO(str(onnx_path), task="classify"), images, imgsz)
+    rep = ParityReport(images=len(images), task="classify")
+    for path, t, o in zip(images, t_probs, o_probs):
+        rep.compared += 1
+        diff = float(np.abs(t - o).max())
+        rep.max_conf_diff = max(rep.max_conf_diff, diff)
+        if int(t.argmax()) != int(o.argmax()):
+            rep.mismatches.append(f"{path.name}: top-1 {int(t.argmax())} (pytorch) vs {int(o.argmax())} (onnx)")
+        elif diff > PARITY_PROB_TOL:
+            rep.mismatches.append(f"{path.name}: probabilities differ by {diff:.2g}")
+    return rep
+
+
+def check_parity(best_pt: Path, onnx_path: Path, images: list[Path], imgsz: int,
+                 task: Task = "detect") -> ParityReport:
     """Compare PyTorch and onnxruntime predictions on ``images`` both ways (see module doc)."""
     from ultralytics import YOLO
 
     if not images:
         raise VisionloopError("parity check needs at least one image (the dataset has no test/val images)")
+    if task == "classify":
+        return check_classify_parity(best_pt, onnx_path, images, imgsz)
     # rect=False: PyTorch letterboxes to the same square as the static ONNX input
     torch_model, onnx_model = YOLO(str(best_pt)), YOLO(str(onnx_path), task="detect")
     t_nms, o_nms = _predict(torch_model, images, imgsz), _predict(onnx_model, images, imgsz)
@@ -207,7 +242,8 @@ def check_parity(best_pt: Path, onnx_path: Path, images: list[Path], imgsz: int)
 
 def require_parity(rep: ParityReport) -> None:
     if rep.compared - rep.ties <= 0:
-        raise VisionloopError(f"parity check compared no boxes on {rep.images} images; cannot trust the export")
+        what = "images" if rep.task == "classify" else "boxes"
+        raise VisionloopError(f"parity check compared no {what} on {rep.images} images; cannot trust the export")
     if rep.mismatches:
         raise VisionloopError(f"ONNX export differs from the PyTorch model: {rep.mismatches[0]} "
                               f"({len(rep.mismatches)} images differ)")

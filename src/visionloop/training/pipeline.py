@@ -24,7 +24,7 @@ from ..settings import get_settings
 from . import steps
 from .steps import Plan
 from .cache import StepCache, cache_key, code_version
-from .config import TrainConfig
+from .config import DEFAULT_MODEL, TrainConfig
 from .events import LogEvents, PipelineEvents, StepRecord, StepTimer
 from .tracking import Tracker, git_commit, package_versions
 
@@ -89,7 +89,7 @@ class Pipeline:
     def _plan(self) -> Plan:
         """Input checks that need no run: a bad value never leaves a run or a version behind."""
         from ..datasets.ingest import is_import_source, resolve_or_import
-        from .trainer import check_model_source
+        from .trainer import architecture_task, check_model_source, check_model_task
 
         cfg = self.cfg
         if cfg.engine != "local":
@@ -101,8 +101,11 @@ class Pipeline:
             m = resolve_or_import(cfg.data, cfg.max_width, cfg.name)
             st.detail = (f"imported {cfg.data} as {m.ref}" if is_import_source(cfg.data)
                          else f"{m.ref} ({len(m.images)} images, {m.content_hash[:12]})")
-        if m.task != "detect":
-            raise ValidationError(f"dataset {m.ref} is a {m.task} dataset; only detection training is supported")
+        if not cfg.model_given and cfg.model != DEFAULT_MODEL[m.task]:  # no --model: the task's own default
+            cfg = self.cfg = cfg.model_copy(update={"model": DEFAULT_MODEL[m.task]})
+        found = architecture_task(cfg.model)  # a .pt's task is checked once it is loaded
+        if found is not None:
+            check_model_task(cfg.model, found, m.task)
         if not m.by_split("train"):
             raise ValidationError(f"dataset {m.ref} has no training images")
         device = cfg.resolved_device()
@@ -148,8 +151,9 @@ class Pipeline:
     def _steps(self, tracker: Tracker, plan: Plan) -> PipelineResult:
         cfg, m = self.cfg, plan.manifest
         threads = cfg.resolved_threads() if plan.device == "cpu" else 0
-        tracker.params({**plan.params, "data": m.ref, "name": plan.name, "imgsz": cfg.imgsz,
-                        "max_width": cfg.max_width, "engine": cfg.engine, "threads": threads or "-"})
+        tracker.params({**plan.params, "data": m.ref, "task": m.task, "name": plan.name, "imgsz": cfg.imgsz,
+                        "max_width": cfg.max_width, "engine": cfg.engine, "threads": threads or "-",
+                        "freeze": cfg.freeze or 0})
         tracker.tags({f"version.{k}": v for k, v in package_versions().items()})
         ctx = steps.RunContext(cfg, plan, threads, tracker, self.timer, self.events)
 

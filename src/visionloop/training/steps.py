@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +33,9 @@ if TYPE_CHECKING:
 TRAIN_DONE = "train.done"
 EXPORT_DONE = "export.done"
 EVAL_FILE = "eval.json"
-SUMMARY_METRICS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95")
+CONFUSION_FILE = "confusion.json"
+SUMMARY_METRICS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95",
+                   "metrics/accuracy_top1", "metrics/accuracy_top5")
 PARITY_IMAGES = 8
 M = TypeVar("M", bound=BaseModel)
 
@@ -70,6 +73,10 @@ class RunContext:
     def cache(self) -> StepCache:
         return self.plan.cache
 
+    @property
+    def task(self) -> str:
+        return self.plan.manifest.task
+
 
 @contextmanager
 def _step(ctx: RunContext, name: str, marker: str, model: type[M]) -> Iterator[tuple[StepRecord, M | None]]:
@@ -106,11 +113,17 @@ def train_step(ctx: RunContext, data_yaml: Path) -> TrainOutput:
                 ctx.tracker.metrics(em.metrics, step=em.epoch)
                 ctx.events.epoch(em)
 
-            out = trainer.train(ctx.cfg, data_yaml, ctx.cache.dir, device=ctx.plan.device, batch=ctx.plan.batch,
-                                on_epoch=on_epoch, on_batch=ctx.events.batch, threads=ctx.threads or None)
+            out = trainer.train(ctx.cfg, data_yaml, ctx.cache.dir, task=ctx.task, device=ctx.plan.device,
+                                batch=ctx.plan.batch, on_epoch=on_epoch, on_batch=ctx.events.batch,
+                                threads=ctx.threads or None)
             ctx.cache.save(TRAIN_DONE, out)
             cpu = f", {ctx.threads} torch threads" if ctx.threads else ""
             st.detail = f"{out.epochs_run} epochs{cpu}; log: {out.log_file}"
+        if out.transfer is not None:
+            st.detail += f"; {out.transfer.summary()}"
+    if out.transfer is not None:
+        ctx.tracker.params(out.transfer.mlflow_params())
+        ctx.events.message(out.transfer.summary())
     _log_training(ctx.tracker, out)
     return out
 
@@ -129,8 +142,11 @@ def _log_training(tracker: Tracker, out: TrainOutput) -> None:
     tracker.artifact(out.best_pt, "weights")
 
 
-def sample_images(data_yaml: Path, n: int = PARITY_IMAGES) -> list[Path]:
-    """Up to ``n`` images for the parity check: the test split first, then val, then train."""
+def sample_images(data_yaml: Path, n: int = PARITY_IMAGES, task: str = "detect") -> list[Path]:
+    """Up to ``n`` images for the parity check: the test split first, then val, then train
+    (classification: taken in turn from each class folder)."""
+    if task == "classify":
+        return _classify_sample(data_yaml, n)
     root = data_yaml.parent / "images"
     for split in ("test", "val", "train"):
         d = root / split
@@ -138,6 +154,20 @@ def sample_images(data_yaml: Path, n: int = PARITY_IMAGES) -> list[Path]:
             files = sorted(p for p in d.iterdir() if p.is_file())
             if files:
                 return files[:n]
+    return []
+
+
+def _classify_sample(data_yaml: Path, n: int) -> list[Path]:
+    from ..errors import ValidationError
+    from .evaluate import split_files
+
+    for split in ("test", "val", "train"):
+        try:
+            found = split_files(data_yaml, split)
+        except ValidationError:  # no such split, or no images in it
+            continue
+        by_class = [[f for f, c in zip(found.files, found.labels) if c == k] for k in sorted(set(found.labels))]
+        return [f for group in zip_longest(*by_class) for f in group if f is not None][:n]
     return []
 
 
@@ -152,14 +182,18 @@ def export_step(ctx: RunContext, data_yaml: Path, trained: TrainOutput) -> Expor
             with trainer.ultralytics_output(trained.log_file, ctx.cfg.verbose), \
                     trainer.torch_threads(ctx.threads or 1):
                 ex = export.export_onnx(trained.best_pt, ctx.cfg.imgsz, onnx, meta)
-                rep = export.check_parity(trained.best_pt, onnx, sample_images(data_yaml), ctx.cfg.imgsz)
+                rep = export.check_parity(trained.best_pt, onnx, sample_images(data_yaml, task=ctx.task),
+                                          ctx.cfg.imgsz, task=ctx.task)
             export.require_parity(rep)
             out = ExportOutcome(onnx=onnx, opset=ex.opset, parity=rep)
             ctx.cache.save(EXPORT_DONE, out)
         st.detail = out.summary()
     p = out.parity
-    ctx.tracker.metrics({"parity/min_iou": p.min_iou, "parity/max_conf_diff": p.max_conf_diff,
-                         "parity/boxes": p.compared})
+    if p.task == "classify":
+        ctx.tracker.metrics({"parity/max_prob_diff": p.max_conf_diff, "parity/images": p.compared})
+    else:
+        ctx.tracker.metrics({"parity/min_iou": p.min_iou, "parity/max_conf_diff": p.max_conf_diff,
+                             "parity/boxes": p.compared})
     ctx.tracker.artifact(ctx.cache.save("parity.json", out), "export")
     ctx.tracker.artifact(out.onnx, "export")
     return out
@@ -169,19 +203,37 @@ def eval_split(manifest: DatasetManifest) -> str:
     return "test" if manifest.by_split("test") else "val" if manifest.by_split("val") else "train"
 
 
+class ConfusionMatrix(BaseModel):
+    """The test split's confusion matrix by the served path: ``counts[true][predicted top-1]``."""
+
+    classes: list[str]
+    split: str
+    counts: list[list[int]]
+
+
 def evaluate_step(ctx: RunContext, data_yaml: Path, exported: ExportOutcome, log_file: Path) -> EvalResult:
-    from .evaluate import evaluate_model
+    from .evaluate import confusion_matrix, run_evaluation
 
     with _step(ctx, "evaluate", EVAL_FILE, EvalResult) as (st, ev):
         if ev is None:
-            ev = evaluate_model(exported.onnx, data_yaml, eval_split(ctx.manifest), imgsz=ctx.cfg.imgsz,
-                                log_file=log_file)
+            evaluation = run_evaluation(exported.onnx, data_yaml, eval_split(ctx.manifest), imgsz=ctx.cfg.imgsz,
+                                        log_file=log_file)
+            ev = evaluation.result
+            if ev.task == "classify":  # saved before eval.json: a cached evaluate step has both
+                ctx.cache.save(CONFUSION_FILE, ConfusionMatrix(
+                    classes=list(ctx.manifest.classes), split=ev.split,
+                    counts=confusion_matrix(evaluation.stats).tolist()))  # type: ignore[arg-type]
             ctx.cache.save(EVAL_FILE, ev)
         ev = ev.model_copy(update={"data": ctx.manifest.ref})
-        st.detail = (f"{ev.split} split ({ev.images} images): mAP50 {ev.map50:.3f}, mAP50-95 {ev.map50_95:.3f}, "
-                     f"P {ev.precision:.3f}, R {ev.recall:.3f}")
+        if ev.task == "classify":
+            st.detail = f"{ev.split} split ({ev.images} images): top-1 {ev.top1:.3f}, top-5 {ev.top5:.3f}"
+        else:
+            st.detail = (f"{ev.split} split ({ev.images} images): mAP50 {ev.map50:.3f}, "
+                         f"mAP50-95 {ev.map50_95:.3f}, P {ev.precision:.3f}, R {ev.recall:.3f}")
     ctx.tracker.metrics(ev.mlflow_metrics())
     ctx.tracker.artifact(ctx.cache.path(EVAL_FILE), "eval")
+    if ctx.cache.has(CONFUSION_FILE):
+        ctx.tracker.artifact(ctx.cache.path(CONFUSION_FILE), "eval")
     return ev
 
 

@@ -11,6 +11,10 @@ ultralytics is imported inside functions. What this adapter changes about plain
 - Everything ultralytics prints goes to ``train.log`` in the run directory (and to the
   terminal as well with ``--verbose``), so the terminal shows one rich progress bar.
 - A weights file that does not exist is an error naming the fix; nothing is ever downloaded.
+- Classification trains ultralytics' classify trainer on the materialized class-folder root
+  (``data_yaml.parent``: it reads folders, not a data.yaml); a model of the other task is refused.
+- From a ``.pt`` the trainer copies every tensor whose name and shape match (a new head when the
+  classes differ); :class:`TransferInfo` records what was reused and what ``--freeze`` froze.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import TextIO
 from pydantic import BaseModel, Field
 
 from ..errors import NotFoundError, ValidationError, VisionloopError
-from .config import TrainConfig
+from ..predictions import Task
+from .config import DEFAULT_MODEL, TrainConfig
 
 PLOT_SUFFIXES = (".png", ".jpg")
 
@@ -43,6 +48,34 @@ class EpochMetrics:
     metrics: dict[str, float]
 
 
+class TransferInfo(BaseModel):
+    """What a training started from a ``.pt`` reused: tensors copied (same name and shape), the
+    new ones (the head, when the classes differ) and what ``--freeze`` kept fixed."""
+
+    source: str = Field(description="The .pt the weights came from.")
+    source_classes: list[str] = Field(default_factory=list)
+    transferred: int = Field(description="Tensors copied from the source.")
+    total: int = Field(description="Tensors in the trained model.")
+    new: list[str] = Field(default_factory=list, description="Tensors not copied (initialised fresh).")
+    head_classes_kept: list[str] = Field(default_factory=list,
+                                         description="Classes of a new head whose rows came from the source.")
+    freeze: int = Field(default=0, description="--freeze N: layers 0..N-1 were not trained.")
+    frozen: int = Field(default=0, description="Parameter tensors that were frozen.")
+
+    def summary(self) -> str:
+        new = f"; new: {', '.join(sorted({n.rsplit('.', 1)[0] for n in self.new}))}" if self.new else ""
+        if self.head_classes_kept:
+            new += f" (rows kept for {', '.join(self.head_classes_kept)})"
+        frozen = f"; froze layers 0-{self.freeze - 1} ({self.frozen} tensors)" if self.frozen else "; nothing frozen"
+        return f"transferred {self.transferred}/{self.total} tensors from {Path(self.source).name}{new}{frozen}"
+
+    def mlflow_params(self) -> dict[str, str | int]:
+        return {"transfer.source": self.source, "transfer.tensors": f"{self.transferred}/{self.total}",
+                "transfer.new": ",".join(sorted({n.rsplit(".", 1)[0] for n in self.new})) or "-",
+                "transfer.source_classes": ",".join(self.source_classes), "transfer.frozen_tensors": self.frozen,
+                "transfer.head_classes_kept": ",".join(self.head_classes_kept) or "-"}
+
+
 class TrainOutput(BaseModel):
     """What a training left on disk (the train step's done-marker; the history is not stored:
     a cached training replays it from results.csv)."""
@@ -52,6 +85,7 @@ class TrainOutput(BaseModel):
     log_file: Path
     epochs_run: int
     final_metrics: dict[str, float] = Field(description="Validation of best.pt after training.")
+    transfer: TransferInfo | None = Field(default=None, description="Set when training started from a .pt.")
     history: list[EpochMetrics] = Field(default_factory=list, exclude=True)
 
     @property
@@ -86,15 +120,50 @@ def _packaged_architecture(model: str) -> bool:
     ultralytics also accepts scaled names: yolo11n.yaml is yolo11.yaml at scale n.
     """
     import importlib.util
+
+    if importlib.util.find_spec("ultralytics") is None:
+        raise VisionloopError("ultralytics is not installed; install visionloop[train]")
+    return _architecture_file(model) is not None
+
+
+def _architecture_file(model: str) -> Path | None:
+    """The .yaml file behind ``model`` (a local file, or ultralytics' bundled one, maybe scaled)."""
+    import importlib.util
     import re
 
+    if Path(model).is_file() and not model.endswith(".pt"):
+        return Path(model)
     spec = importlib.util.find_spec("ultralytics")
     if spec is None or not spec.submodule_search_locations:
-        raise VisionloopError("ultralytics is not installed; install visionloop[train]")
+        return None
     cfg_dir = Path(next(iter(spec.submodule_search_locations))) / "cfg" / "models"
     name = Path(model).name
     unscaled = re.sub(r"(\d+)([nslmx])(-[a-z0-9]+)?\.(ya?ml)$", r"\1\3.\4", name)
-    return any(cfg_dir.rglob(name)) or any(cfg_dir.rglob(unscaled))
+    return next(iter([*cfg_dir.rglob(name), *cfg_dir.rglob(unscaled)]), None)
+
+
+def architecture_task(model: str) -> Task | None:
+    """The task of an architecture .yaml (its last head module: ``Classify`` or not), read without
+    importing ultralytics; None for a ``.pt`` (known only once loaded) or an unreadable file."""
+    import yaml
+
+    if model.endswith(".pt"):
+        return None
+    path = _architecture_file(model)
+    try:
+        head = (yaml.safe_load(path.read_text()) or {}).get("head") if path else None
+    except (OSError, yaml.YAMLError):
+        return None
+    if not head:
+        return None
+    return "classify" if str(head[-1][2]) == "Classify" else "detect"
+
+
+def check_model_task(model: str, found: str, task: str) -> None:
+    """A detection model cannot train on class folders (nor the reverse): say which model to pass."""
+    if found != task:
+        raise ValidationError(f"model {model} is a {found} model but the dataset is a {task} dataset; "
+                              f"pass a {task} model such as --model {DEFAULT_MODEL[task]}")
 
 
 class _Tee(io.TextIOBase):
@@ -179,11 +248,65 @@ def read_results_csv(path: Path, epochs: int) -> list[EpochMetrics]:
     return out
 
 
+def _names(model) -> list[str]:
+    names = getattr(model, "names", {}) or {}
+    return [str(names[i]) for i in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
+
+
+def _classify_head_by_name(source, trainer) -> tuple[list[str], list[str]]:
+    """Give a classify model's head one row per class of the data, matched by NAME.
+
+    ultralytics copies every tensor of equal shape, and for a ``Classify`` head it does not
+    remap by name: a 3-class head trained on circle/square/triangle would start as paper/rock/
+    scissors, each row meaning another class. So unless the class lists are equal, the head is
+    re-initialised and the rows of classes the source also has are copied over. Returns the
+    head's tensor names (when anything changed) and the classes whose rows were kept; the EMA
+    copy gets the same values.
+    """
+    import torch
+    from ultralytics.nn.modules.head import Classify
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    model = unwrap_model(trainer.model)
+    head, src_head = model.model[-1], getattr(source, "model", [None])[-1]
+    src_names, dst_names = _names(source), _names(model)
+    if not isinstance(head, Classify) or src_names == dst_names:
+        return [], []
+    head.linear.reset_parameters()
+    kept = []
+    lookup = {n.strip().lower(): j for j, n in enumerate(src_names)}
+    if isinstance(src_head, Classify) and src_head.linear.in_features == head.linear.in_features:
+        with torch.no_grad():
+            for i, name in enumerate(dst_names):
+                j = lookup.get(name.strip().lower())
+                if j is not None and j < src_head.linear.out_features:
+                    head.linear.weight[i] = src_head.linear.weight[j].to(head.linear.weight)
+                    head.linear.bias[i] = src_head.linear.bias[j].to(head.linear.bias)
+                    kept.append(name)
+    if trainer.ema is not None:
+        trainer.ema.ema.model[-1].linear.load_state_dict(head.linear.state_dict())
+    index = len(model.model) - 1
+    return [f"model.{index}.linear.{k}" for k in head.linear.state_dict()], kept
+
+
+def _transfer_info(source, trainer, cfg: TrainConfig) -> TransferInfo:
+    """Compare the trained model's tensors with the .pt's: equal name and shape = copied by
+    ultralytics' ``model.load`` (intersect_dicts) unless the head was re-initialised."""
+    reset, kept = _classify_head_by_name(source, trainer)
+    src = {k: v.shape for k, v in source.state_dict().items()}
+    dst = trainer.model.state_dict()
+    new = [k for k, v in dst.items() if src.get(k) != v.shape or k in reset]
+    frozen = sum(not p.requires_grad for p in trainer.model.parameters())
+    return TransferInfo(source=cfg.model, source_classes=_names(source), transferred=len(dst) - len(new),
+                        total=len(dst), new=new, head_classes_kept=kept, freeze=cfg.freeze or 0, frozen=frozen)
+
+
 def train(
     cfg: TrainConfig,
     data_yaml: Path,
     out_dir: Path,
     *,
+    task: Task = "detect",
     device: str,
     batch: int,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
@@ -195,11 +318,17 @@ def train(
     log_file = out_dir / "train.log"
     history: list[EpochMetrics] = []
     started = {"epochs": 0}
+    transfer: list[TransferInfo] = []
+    source = None  # the .pt's own model, kept to tell copied tensors from new ones
 
     def pretrain_start(trainer) -> None:
         _strip_ultralytics_mlflow(trainer)
         if trainer.device.type == "cpu":
             trainer.args.workers = cfg.workers  # ultralytics forced 0
+
+    def pretrain_end(trainer) -> None:  # the model is built, loaded and frozen by now
+        if source is not None:
+            transfer.append(_transfer_info(source, trainer, cfg))
 
     def epoch_start(trainer) -> None:
         started["epochs"] += 1
@@ -231,15 +360,22 @@ def train(
             raise NotFoundError(f"cannot load model {cfg.model}: {exc}") from None
         except Exception as exc:  # a corrupt .pt or a broken .yaml
             raise ValidationError(f"cannot load model {cfg.model}: {type(exc).__name__}: {exc}") from None
+        check_model_task(cfg.model, model.task, task)
+        if cfg.model.endswith(".pt"):
+            source = model.model
         model.add_callback("on_pretrain_routine_start", pretrain_start)
+        model.add_callback("on_pretrain_routine_end", pretrain_end)
         model.add_callback("on_train_epoch_start", epoch_start)
         model.add_callback("on_train_batch_end", batch_end)
         model.add_callback("on_fit_epoch_end", fit_epoch_end)
         try:
+            # classify: ultralytics reads the class folders under the materialized root
+            data = data_yaml.parent if task == "classify" else data_yaml
+            extra = {"freeze": cfg.freeze} if cfg.freeze else {}
             model.train(
-                data=str(data_yaml), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=batch, device=device,
+                data=str(data), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=batch, device=device,
                 seed=cfg.seed, patience=cfg.patience, workers=cfg.workers, project=str(out_dir),
-                name="train", exist_ok=True, verbose=True, plots=True,
+                name="train", exist_ok=True, verbose=True, plots=True, **extra,
             )
         except (KeyboardInterrupt, VisionloopError):
             raise
@@ -255,4 +391,4 @@ def train(
         raise VisionloopError(f"training finished without saving weights (see {log_file})")
     final = {clean_metric_name(k): float(v) for k, v in (trainer.metrics or {}).items()}
     return TrainOutput(save_dir=Path(trainer.save_dir), best_pt=best, log_file=log_file, epochs_run=len(history),
-                       final_metrics=final, history=history)
+                       final_metrics=final, transfer=transfer[0] if transfer else None, history=history)
