@@ -124,10 +124,11 @@ def bench_env(tmp: Path, home: Path) -> dict:
     return env
 
 
-def vl_train(env: dict, data: str, model: str, epochs: int, imgsz: int, batch: int, name: str) -> tuple[float, str]:
-    """``visionloop train --force``: wall seconds and its stdout (the summary)."""
+def vl_train(env: dict, data: str, model: str, epochs: int, imgsz: int, batch: int, name: str,
+             extra: tuple[str, ...] = ()) -> tuple[float, str]:
+    """``visionloop train --force`` (plus ``extra`` options): wall seconds and its stdout (the summary)."""
     cmd = [sys.executable, "-m", "visionloop", "train", "--data", data, "--model", model, "--epochs", str(epochs),
-           "--imgsz", str(imgsz), "--batch", str(batch), "--device", "cpu", "--name", name, "--force"]
+           "--imgsz", str(imgsz), "--batch", str(batch), "--device", "cpu", "--name", name, "--force", *extra]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if res.returncode != 0:
@@ -176,6 +177,8 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, default=None, help="Default: 320 (detect), 64 (classify).")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=1, help="Alternating pairs; the median of each side is reported.")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="visionloop's --threads (default: its automatic pick); e.g. 1 = ultralytics' pick on 2 cores.")
     ap.add_argument("--limit", type=int, default=None, help="classify: at most this many crops per split.")
     ap.add_argument("--transfer", action="store_true", help="classify: the transfer-learning measurement.")
     ap.add_argument("--seed", type=int, default=0, help="--transfer: seed of the generated shapes.")
@@ -200,7 +203,8 @@ def main() -> None:
                     str(args.batch), str(tmp / "runs")]
         vl_cmd = [sys.executable, "-m", "visionloop", "train", "--data", "rps@1", "--model", args.model,
                   "--epochs", str(args.epochs), "--imgsz", str(args.imgsz), "--batch", str(args.batch),
-                  "--device", "cpu", "--name", "bench", "--force"]
+                  "--device", "cpu", "--name", "bench", "--force",
+                  *(["--threads", str(args.threads)] if args.threads is not None else [])]
         base_times, vl_times, steps, vl_out = [], [], "", ""
         for i in range(args.repeats):
             b, _ = timed(base_cmd, env)

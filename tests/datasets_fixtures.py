@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import io
-import socket
 import stat
-import subprocess
-import sys
-import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -15,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from mlflow_s3_helpers import MotoServer, s3_keys  # noqa: F401  (s3_keys: used by importers)
 
 
 def png(w: int = 64, h: int = 48, seed: int = 0) -> bytes:
@@ -91,34 +89,12 @@ def store_files(home: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-# -- a real S3-compatible server on loopback ---------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+# -- a real S3-compatible server on loopback (mlflow_s3_helpers.MotoServer) -------------------
 @pytest.fixture(scope="session")
 def moto_endpoint():
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError("moto server exited at start")
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("moto server did not start")
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)
+    server = MotoServer()
+    yield server.endpoint
+    server.stop()
 
 
 S3_ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
@@ -137,11 +113,3 @@ def s3_bucket(moto_endpoint, monkeypatch):
     client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     client.create_bucket(Bucket=bucket)
     return bucket, client
-
-
-def s3_keys(client, bucket: str, prefix: str = "") -> list[str]:
-    out = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        out += [o["Key"] for o in page.get("Contents", [])]
-    return sorted(out)
-

@@ -208,7 +208,7 @@ def test_same_command_is_cached_and_force_retrains(shapes_home):
                                             "weights cannot be downloaded here"),
         (["--data", "nosuch@1"], "error: dataset 'nosuch' does not exist"),
         (["--epochs", "0"], "error: --epochs: must be at least 1"),
-        (["--engine", "ray"], "error: --engine ray is not available in this build; use --engine local"),
+        (["--engine", "ray", "--cpus", "0"], "error: --cpus: must be at least 1"),
         (["--data", ""], "error: --data is required"),
     ],
 )

@@ -11,10 +11,6 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +19,8 @@ import httpx
 import numpy as np
 import pytest
 
-from serving_helpers import TOKEN, Server, constant_model, free_port
+from mlflow_s3_helpers import MlflowServer
+from serving_helpers import TOKEN, Server, constant_model
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CLASSES = ["a", "b", "c", "d"]
@@ -233,45 +230,6 @@ def test_the_watcher_survives_odd_errors_and_bugs_in_its_round(manager_for, tmp_
 
 
 # -- a real server: the registry away for 30 s, models whose warm-up fails --------------------
-class MlflowServer:
-    """``mlflow server`` on 127.0.0.1 (SQLite behind it, artifacts proxied), stoppable and restartable."""
-
-    def __init__(self, root: Path):
-        self.root, self.port = root, free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 90) -> None:
-        exe = Path(sys.executable).parent / "mlflow"
-        cmd = [str(exe), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-               "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", "1"]
-        log = open(self.root / "mlflow-server.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.root / "mlflow-server.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{self.uri}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError("mlflow server did not start")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: the server and its uvicorn worker
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-
 @pytest.fixture
 def mlflow_server(tmp_path, vl_home, monkeypatch):
     from visionloop.settings import get_settings

@@ -12,7 +12,7 @@ import typer
 
 from .. import __version__
 from ..errors import VisionloopError
-from . import data, demo, inbox, label, loop, models, monitor, promotion, serve, train, workflow
+from . import data, demo, inbox, label, loop, models, monitor, promotion, serve, sweep, train, workflow
 from .console import err_console
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ for _name in ("compare", "promote", "rollback"):
 app.add_typer(models.app, name="models")
 app.add_typer(label.app, name="label")
 app.command("train")(train.train)
+app.command("sweep")(sweep.sweep)
 app.command("serve")(serve.serve)
 app.command("monitor")(monitor.monitor)
 app.command("loop")(loop.loop)
@@ -89,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _one_line(f"error: {exc}")
         return exc.exit_code
+    except ConnectionError as exc:  # registry.TrackingUnavailableError: the server is down, not a bug
+        if _Flags.debug:
+            raise
+        _one_line(f"error: {exc}")
+        return 1
     except Exception as exc:  # a bug: still one line unless --debug
         if _Flags.debug:
             raise

@@ -24,7 +24,9 @@ def train(
     workers: int = typer.Option(None, "--workers", help="Dataloader worker processes (default 0)."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch; 0 = automatic (the idle cores)."),
     max_width: int = typer.Option(None, "--max-width", help="Downscale wider images when importing a zip."),
-    engine: str = typer.Option(None, "--engine", help="local (in this process) or ray."),
+    engine: str = typer.Option(None, "--engine", help="local (in this process) or ray (a Ray task: the cluster in "
+                               "RAY_ADDRESS, else a local Ray)."),
+    cpus: int = typer.Option(None, "--cpus", help="--engine ray: CPUs the training task asks for (default 1)."),
     config: Path = typer.Option(None, "--config", "-c", help="Config file with a 'train:' section (default ./visionloop.yaml)."),
     force: bool = typer.Option(None, "--force/--no-force", help="Redo every step even when cached."),
     verbose: bool = typer.Option(None, "--verbose/--quiet", help="Also show the trainer's own log."),
@@ -36,8 +38,8 @@ def train(
 
     cfg = load_config(
         config, data=data, model=model, epochs=epochs, batch=batch, imgsz=imgsz, device=device, name=name,
-        seed=seed, patience=patience, freeze=freeze, workers=workers, threads=threads, max_width=max_width, engine=engine, force=force,
-        verbose=verbose,
+        seed=seed, patience=patience, freeze=freeze, workers=workers, threads=threads, max_width=max_width,
+        engine=engine, cpus=cpus, force=force, verbose=verbose,
     )
     res = run_pipeline(cfg, RichPipelineEvents(err_console))
     console.print()

@@ -38,7 +38,7 @@ from .card import (
     ModelCard,
     ParitySummary,
 )
-from .client import client, experiment_id, tracking_uri
+from .client import TrackingUnavailableError, client, experiment_id, tracking_uri
 from .refs import CHALLENGER, CHAMPION, LATEST, ModelRef, check_alias, check_name, parse_ref
 from .versions import (
     ModelVersion,
@@ -58,8 +58,9 @@ __all__ = [
     "CARD_FILE", "CHALLENGER", "CHAMPION", "HISTORY_PREFIX", "LATEST", "METRIC_PREFIX", "ONNX_ARTIFACT_DIR",
     "ONNX_FILE", "TAG_BASE_MODEL", "TAG_CACHE_KEY", "TAG_DATASET", "TAG_EPOCHS", "TAG_GIT_COMMIT", "TAG_IMGSZ",
     "TAG_MANIFEST_HASH", "TAG_ONNX_SHA256", "TAG_TASK", "AliasChange", "ModelCard", "ModelRef", "ModelVersion",
-    "ParitySummary", "RegisteredModel", "ResolvedModel", "VersionDetail", "alias_history", "check_alias", "check_name", "client",
-    "delete_alias", "experiment_id", "find_versions_by_tag", "get_alias", "get_card", "get_model", "get_version",
+    "ParitySummary", "RegisteredModel", "ResolvedModel", "TrackingUnavailableError", "VersionDetail", "alias_history",
+    "check_alias", "check_name", "client", "delete_alias", "experiment_id", "find_versions_by_tag", "get_alias",
+    "get_card", "get_model", "get_version",
     "lineage", "list_models", "list_versions", "parse_ref", "register_version", "resolve_model",
     "resolve_version", "rollback_alias", "set_alias", "set_version_tags", "tracking_uri", "version_of",
 ]

@@ -19,7 +19,7 @@ from ..files import atomic_write_text, sha256_file
 from ..settings import get_settings
 from .aliases import set_alias
 from .card import CARD_FILE, TAG_ONNX_SHA256, ModelCard
-from .client import client, tracking_uri
+from .client import client, reachable, tracking_uri
 from .refs import CHALLENGER, CHAMPION, ModelRef
 from .versions import ModelVersion, get_alias, get_version, resolve_version
 
@@ -143,8 +143,9 @@ def _download(mv: ModelVersion, dest: Path) -> Path:
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         uri = client().get_model_version_download_uri(mv.name, mv.version)
-        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp),
-                                                       tracking_uri=tracking_uri()))
+        with reachable():  # proxied artifacts (mlflow-artifacts:/) come through the server
+            got = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp),
+                                                           tracking_uri=tracking_uri()))
         found = [got] if got.is_file() else sorted(got.rglob("*.onnx"))
         if not found:
             raise NotFoundError(f"model {mv.ref} holds no ONNX file")

@@ -42,6 +42,7 @@ class TrainConfig(BaseModel):
     threads: int = Field(default=0, description="CPU threads for torch; 0 = automatic (the idle cores).")
     max_width: int | None = Field(default=None, description="Downscale wider images when importing a zip.")
     engine: Engine = "local"
+    cpus: int | None = Field(default=None, description="--engine ray: CPUs the training task asks for (default 1).")
     force: bool = False
     verbose: bool = False
 
@@ -71,6 +72,13 @@ class TrainConfig(BaseModel):
     def _freeze(cls, v: int | None) -> int | None:
         if v is not None and v < 0:
             raise ValueError("must not be negative")
+        return v
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be at least 1")
         return v
 
     @field_validator("patience", "workers", "seed", "threads")

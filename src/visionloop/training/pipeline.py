@@ -92,8 +92,6 @@ class Pipeline:
         from .trainer import architecture_task, check_model_source, check_model_task
 
         cfg = self.cfg
-        if cfg.engine != "local":
-            raise ValidationError(f"--engine {cfg.engine} is not available in this build; use --engine local")
         check_model_source(cfg.model)
         if not cfg.data:
             raise ValidationError("--data is required: a dataset version such as shapes@1, or a zip to import")
@@ -197,5 +195,10 @@ def registered_version(cfg: TrainConfig):
 
 
 def run_pipeline(cfg: TrainConfig, events: PipelineEvents | None = None) -> PipelineResult:
-    """Train, export, evaluate and register as ``cfg`` says; progress to ``events`` (default: log)."""
+    """Train, export, evaluate and register as ``cfg`` says; progress to ``events`` (default: log).
+    ``--engine ray`` runs the same pipeline as a Ray task (:mod:`.ray_engine`)."""
+    if cfg.engine == "ray":
+        from .ray_engine import run_on_ray
+
+        return run_on_ray(cfg, events or LogEvents())
     return Pipeline(cfg, events).run()
