@@ -136,3 +136,16 @@ def test_prepare_rejects_bad_images(data, message):
     with pytest.raises(ValidationError) as exc:
         images.prepare(data)
     assert str(exc.value) == message
+
+
+def test_a_bad_image_is_unreadable_even_after_ultralytics_patched_pillow():
+    """Importing ultralytics replaces PIL.Image.open with one that tries to pip-install pi-heif on
+    unknown input; the importer keeps Pillow's own open, so training processes get the same error."""
+    import subprocess
+    import sys
+
+    code = ("import ultralytics\nfrom visionloop.datasets import images\nfrom visionloop.errors import ValidationError\n"
+            "try:\n    images.prepare(b'this is not an image')\nexcept ValidationError as e:\n    print('ok', e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "YOLO_OFFLINE": "1"})
+    assert r.stdout.strip() == "ok not a readable image", r.stderr[-2000:]

@@ -7,7 +7,9 @@ decompression bomb costs nothing. Shared by every importer and by the synthetic 
 from __future__ import annotations
 
 import io
+import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,6 +30,16 @@ class PreparedImage:
     source_height: int = 0
 
 
+def pillow_open() -> Callable[..., Image.Image]:
+    """Pillow's own ``Image.open``. Importing ultralytics replaces it with one that, on input
+    Pillow cannot identify, tries to pip-install pi-heif and fails offline with an ImportError;
+    a bad image must stay "not a readable image" in any process that also trains."""
+    fn = Image.open
+    if getattr(fn, "__module__", "PIL.Image") != "PIL.Image":
+        fn = getattr(sys.modules.get(fn.__module__), "_image_open", fn)
+    return fn
+
+
 def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     """Parse the header only (no pixels) and refuse bombs and unknown formats."""
     if not data:
@@ -35,7 +47,7 @@ def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = pillow_open()(io.BytesIO(data))
             w, h = im.size
             fmt = im.format or ""
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, SyntaxError) as exc:

@@ -37,8 +37,11 @@ WORKER_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
               "MLFLOW_TRACKING_TOKEN", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
               "YOLO_OFFLINE", "YOLO_CONFIG_DIR")
-CANCEL_WAIT_S = 60.0  # after Ctrl-C: time for the worker to mark its run KILLED
-BATCH_EVERY_S = 0.5  # the worker forwards at most this many batch ticks a second
+CANCEL_WAIT_S = 30.0  # after Ctrl-C: time for the worker to mark its run KILLED
+RECANCEL_S = 3.0  # ... asking again this often
+BATCH_EVERY_S = 0.5  # the worker forwards a batch tick at most this often
+DONE = "done"  # the worker's last word on the queue
+RUN_LINE = "MLflow run "  # how the pipeline announces its run (pipeline.Pipeline._start_run)
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,16 @@ class QueueEvents:
         self._last_batch = 0.0
 
     def _put(self, name: str, *args: Any) -> None:
+        # Fire and forget on the queue's actor (calls from one caller stay in order): a blocking
+        # put would wait in ray.get, where a cancel's KeyboardInterrupt turns into an error that
+        # progress reporting must not swallow.
         try:
-            self.queue.put_nowait((name, args))
-        except Exception:  # noqa: BLE001 - progress must never fail the training it reports
-            pass
+            self.queue.actor.put_nowait.remote((name, args))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - progress must never fail the training it reports
+            if type(exc).__name__ == "TaskCancelledError":
+                raise KeyboardInterrupt from None
 
     def step_started(self, name: str, cached: bool) -> None:
         self._put("step_started", name, cached)
@@ -147,16 +156,62 @@ def _run_in_worker(cfg_json: str, queue: Any) -> PipelineResult:
 
     get_settings(fresh=True)  # a reused worker process: read this task's environment again
     cfg = TrainConfig.model_validate_json(cfg_json).model_copy(update={"engine": "local"})
-    return run_pipeline(cfg, QueueEvents(queue))
+    events = QueueEvents(queue)
+    try:
+        return run_pipeline(cfg, events)
+    finally:  # after the run is ended (FINISHED, FAILED or KILLED): the caller may stop waiting
+        events._put(DONE)
 
 
-def _replay(queue: Any, events: PipelineEvents) -> None:
-    while not queue.empty():
-        try:
-            name, args = queue.get_nowait()
-        except Exception:  # noqa: BLE001 - empty between the check and the get
-            return
-        getattr(events, name)(*args)
+class _Replay:
+    """Replays what the worker sent on the caller's events; remembers whether it started and ended."""
+
+    def __init__(self, queue: Any, events: PipelineEvents):
+        self.queue, self.events = queue, events
+        self.heard = self.done = False
+        self.run_id: str | None = None  # the worker's MLflow run, from its "MLflow run ID (...)" line
+
+    def __call__(self) -> bool:
+        while not self.done and not self.queue.empty():
+            try:
+                name, args = self.queue.get_nowait()
+            except Exception:  # noqa: BLE001 - empty between the check and the get
+                break
+            self.heard = True
+            if name == DONE:
+                self.done = True
+                continue
+            if name == "message" and args and str(args[0]).startswith(RUN_LINE):
+                self.run_id = str(args[0])[len(RUN_LINE):].split(" ", 1)[0]
+            getattr(self.events, name)(*args)
+        return self.done
+
+
+def _cancel(ray: Any, ref: Any, replay: _Replay) -> None:
+    """Cancel the task and wait for the worker's own "done" (its run ended KILLED) before this
+    command shuts Ray down, which would kill the worker mid-update. A KeyboardInterrupt that
+    lands inside library code can be swallowed there (an import's bare ``except``), so the
+    cancel is repeated; a worker that still has not ended is killed and its run marked KILLED
+    from here. A task that never started (still queued) sends nothing: the resolved ref is enough."""
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    next_cancel = 0.0
+    while not replay() and time.monotonic() < deadline:
+        if not replay.heard and ray.wait([ref], timeout=0)[0]:
+            time.sleep(1.0)  # a worker just starting gets a moment to be heard
+            if not replay() and not replay.heard:
+                return
+        if time.monotonic() >= next_cancel:
+            ray.cancel(ref)
+            next_cancel = time.monotonic() + RECANCEL_S
+        time.sleep(0.25)
+    if not replay.done:
+        ray.cancel(ref, force=True)
+        if replay.run_id:
+            from .. import registry
+
+            client = registry.client()
+            client.set_tag(replay.run_id, "visionloop.error", "interrupted (Ctrl-C); the Ray worker was killed")
+            client.set_terminated(replay.run_id, "KILLED")
 
 
 def _resources(cfg: TrainConfig) -> dict[str, float]:
@@ -197,21 +252,18 @@ def run_on_ray(cfg: TrainConfig, events: PipelineEvents) -> PipelineResult:
     need = _resources(cfg)
     with ray_session(cluster, worker_env(settings, cluster)):
         _check_capacity(need, cluster)
-        queue = Queue(maxsize=10000)
+        queue = Queue()  # unbounded: the worker never waits on it
         task = ray.remote(max_retries=0)(_run_in_worker).options(**need)
         ref = task.remote(cfg.model_dump_json(), queue)
+        replay = _Replay(queue, events)
         events.message(f"submitted to {cluster.describe()} ({need['num_cpus']:g} CPU, {need['num_gpus']:g} GPU)")
         try:
             while not ray.wait([ref], timeout=0.25)[0]:
-                _replay(queue, events)
-            _replay(queue, events)
+                replay()
+            replay()
             return ray.get(ref)
         except KeyboardInterrupt:
-            ray.cancel(ref)  # KeyboardInterrupt in the worker: its run is marked KILLED there
-            deadline = time.monotonic() + CANCEL_WAIT_S
-            while not ray.wait([ref], timeout=0.25)[0] and time.monotonic() < deadline:
-                _replay(queue, events)
-            _replay(queue, events)
+            _cancel(ray, ref, replay)
             events.message("cancelled the Ray task")
             raise
         except TaskCancelledError:
