@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test install labelstudio browser studio bench clean
+.PHONY: demo test install labelstudio browser docker studio bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,12 +29,17 @@ labelstudio:
 browser:
 	bash scripts/browser.sh
 
+# a Docker engine for the container tests (apt-get docker.io debootstrap docker-compose, dockerd; as root)
+docker:
+	bash scripts/docker.sh start
+
 # the project's own Label Studio on 127.0.0.1:8080 (README: "One round by hand")
 studio: $(STAMP) labelstudio
 	$(VENV)/bin/visionloop label studio
 
-test: $(STAMP) labelstudio browser
-	$(PY) -m pytest -q tests
+# stops afterwards only a dockerd that scripts/docker.sh started
+test: $(STAMP) labelstudio browser docker
+	$(PY) -m pytest -q tests; rc=$$?; bash scripts/docker.sh stop; exit $$rc
 
 bench: $(STAMP)
 	$(PY) bench/import_bench.py

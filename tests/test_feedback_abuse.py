@@ -113,13 +113,16 @@ def test_rate_limiter_refills_and_stays_bounded():
     assert len(lim._buckets) == 2 and "a" not in lim._buckets  # least recently seen evicted
     assert parse_rate("0") == Rate(0.0, 0.0) and RateLimiter(parse_rate("off")).check("x") == 0
     assert parse_rate("10/s").per_second == 10 and parse_rate("120/h").burst == 120
-    for bad in ("fast", "5/day", "-1/min"):
-        with pytest.raises(ValueError, match="N/s, N/min or N/h"):
+    assert parse_rate("5/day").per_second == 5 / 86400  # capture caps per day
+    for bad in ("fast", "5/week", "-1/min"):
+        with pytest.raises(ValueError, match="N/s, N/min, N/h or N/d"):
             parse_rate(bad)
 
 
 def test_cli_refuses_a_bad_feedback_rate_or_capture_full(tmp_path, vl_home):
-    for args, words in [(["--feedback-rate", "5/day"], "--feedback-rate '5/day'"),
+    for args, words in [(["--feedback-rate", "5/week"], "--feedback-rate '5/week'"),
+                        (["--capture-caps", "5/week"], "--capture-caps '5/week'"),
+                        (["--capture-aggregate", "median"], "--capture-aggregate must be one of"),
                         (["--capture-full", "sometimes"], "--capture-full")]:
         r = run_cli("serve", "--model", str(tmp_path / "m.onnx"), *args, "--port", "1")
         assert r.returncode != 0 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -11,13 +11,16 @@ from ..errors import ValidationError
 
 
 def serve(
-    model: list[str] = typer.Option(..., "--model", "-m",
+    # every option a container sets has an environment variable (docker/serve.Dockerfile)
+    model: list[str] = typer.Option(..., "--model", "-m", envvar="VISIONLOOP_MODEL",
                                     help="PATH.onnx, NAME/VERSION or NAME@ALIAS (NAME=SOURCE renames); repeat for "
-                                         "several models, the first is the default."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
-    port: int = typer.Option(8000, help="TCP port."),
-    watch: float = typer.Option(0.0, help="Poll aliases every SECONDS and hot-swap when they move (0: off)."),
-    capture: str = typer.Option("none", help="Capture to the inbox: none | low-confidence | all."),
+                                         "several models, the first is the default (env: space-separated)."),
+    host: str = typer.Option("127.0.0.1", envvar="VISIONLOOP_HOST", help="Interface to bind."),
+    port: int = typer.Option(8000, envvar="VISIONLOOP_PORT", help="TCP port."),
+    watch: float = typer.Option(0.0, envvar="VISIONLOOP_WATCH",
+                                help="Poll aliases every SECONDS and hot-swap when they move (0: off)."),
+    capture: str = typer.Option("none", envvar="VISIONLOOP_CAPTURE",
+                                help="Capture to the inbox: none | low-confidence | all."),
     capture_range: str = typer.Option("0.25,0.6", help="LOW,HIGH confidence counted as low confidence "
                                       "(classification: a top-1 at or below HIGH)."),
     capture_margin: float = typer.Option(0.1, min=0.0, max=1.0, help="Classification: capture when top-1 minus "
@@ -27,6 +30,12 @@ def serve(
                                                      "per model; labeled and archived ones do not count."),
     capture_full: str = typer.Option("refuse", help="At --capture-max: refuse (drop the new capture, counted) or "
                                                     "drop-oldest (mark the oldest pending one discarded)."),
+    capture_caps: str = typer.Option("off", help="At most N captures per window, e.g. 20/min,300/h,2000/d "
+                                                  "(per model; off: no cap)."),
+    capture_class_quota: str = typer.Option("off", help="At most N captures per predicted class per window, "
+                                                         "e.g. 200/d (off: no quota)."),
+    capture_aggregate: str = typer.Option("max", help="How box scores make a capture's uncertainty score: "
+                                                       "max | mean | sum."),
     prediction_log: bool = typer.Option(True, "--prediction-log/--no-prediction-log",
                                         help="Write a compact record of every prediction to the store (monitor reads it)."),
     feedback_token: Optional[str] = typer.Option(None, "--feedback-token", envvar="VISIONLOOP_FEEDBACK_TOKEN",
@@ -57,6 +66,16 @@ def serve(
         low, high = parse_range(capture_range)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
+    from ..feedback.scoring import AGGREGATES
+    from ..serving.capture_limits import parse_windows
+
+    if capture_aggregate not in AGGREGATES:
+        raise ValidationError(f"--capture-aggregate must be one of {', '.join(AGGREGATES)}, not {capture_aggregate!r}")
+    try:
+        caps = parse_windows(capture_caps, "--capture-caps")
+        class_quota = parse_windows(capture_class_quota, "--capture-class-quota")
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
     try:
         parse_rate(feedback_rate)
     except ValueError as exc:
@@ -67,7 +86,8 @@ def serve(
         models=model, watch=watch,
         capture=CapturePolicy(mode=capture, low=low, high=high, margin=capture_margin, rate=capture_rate,
                               max_per_model=capture_max,
-                              full=capture_full),  # type: ignore[arg-type]
+                              full=capture_full, caps=caps, class_quota=class_quota,  # type: ignore[arg-type]
+                              aggregate=capture_aggregate),  # type: ignore[arg-type]
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, workers=workers_threads, queue=queue,
         intra_threads=intra_threads or None, prediction_log=prediction_log,
         feedback_token=SecretStr(feedback_token) if feedback_token else None, feedback_rate=feedback_rate,

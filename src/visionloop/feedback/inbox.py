@@ -26,6 +26,7 @@ from ..datasets.manifest import YoloBox
 from ..errors import NotFoundError, ValidationError
 from ..predictions import ClassScore, Detection
 from ..store import Store
+from .scoring import ImageScores
 
 Reason = Literal["low-confidence", "low-margin", "no-detection", "flagged", "sample", "all"]
 CaptureState = Literal["pending", "in_labeling", "labeled", "in_dataset", "discarded"]
@@ -54,6 +55,8 @@ class CaptureRecord(BaseModel):
                                         " before the box was nested, with flat x1..y2, still load).")
     top: list[ClassScore] = Field(default_factory=list, description="Classification: what the model said (top-k).")
     note: str = ""
+    scores: ImageScores | None = Field(default=None, description="Uncertainty when captured (feedback.scoring); "
+                                       "older records have none and are scored from their predictions.")
     labels: list[YoloBox] | None = Field(default=None, description="Ground truth once labeled.")
     label: int | None = Field(default=None, description="Classification: the true class (an index into classes) "
                               "once labeled.")

@@ -29,6 +29,8 @@ from ..datasets import images
 from ..feedback.inbox import CaptureRecord, Reason, read_capture, set_state, waiting_captures, write_capture
 from ..predictions import ClassScore, Detection
 from ..store import Store, open_store, sha256_bytes
+from ..feedback.scoring import Aggregate, ImageScores
+from .capture_limits import CaptureLimits, Window
 from .metrics import Metrics
 
 log = logging.getLogger("visionloop.serving.capture")
@@ -47,6 +49,9 @@ class CapturePolicy:
     queue_size: int = 64
     full: Full = "refuse"  # what a capture meets at the cap
     recount_s: float = 30.0  # a full cap re-reads the store at most this often
+    caps: tuple[Window, ...] = ()  # --capture-caps: at most N captures per window, per model
+    class_quota: tuple[Window, ...] = ()  # --capture-class-quota: at most N per predicted class per window
+    aggregate: Aggregate = "max"  # how box scores make an image's (feedback.scoring)
 
 
 def parse_range(value: str) -> tuple[float, float]:
@@ -99,6 +104,7 @@ class CaptureJob:
     note: str = ""
     record_id: str | None = None
     top: list[ClassScore] = field(default_factory=list)  # classification: what the model said
+    scores: ImageScores | None = None  # uncertainty, computed where the prediction was made
 
 
 class CaptureWriter:
@@ -112,11 +118,19 @@ class CaptureWriter:
         self._queue: queue.Queue[CaptureJob | None] = queue.Queue(maxsize=max(1, policy.queue_size))
         self._waiting: dict[str, _Waiting] = {}  # only the writer thread changes it
         self._rng = random.Random()
+        self._limits = CaptureLimits(policy.caps, policy.class_quota)
         self._thread = threading.Thread(target=self._run, name="vl-capture", daemon=True)
         self._thread.start()
 
     def reason(self, confidences: np.ndarray | None, top: list[tuple[int, float]] | None = None) -> Reason | None:
         return capture_reason(self.policy, confidences, self._rng, top)
+
+    def admit(self, model: str, classes: list[int]) -> bool:
+        """The caps and class quotas (request thread): False, counted as dropped, when one is full."""
+        why = self._limits.admit(model, classes)
+        if why is not None:
+            self.metrics.captures_dropped.labels(model, why).inc()
+        return why is None
 
     def submit(self, job: CaptureJob) -> bool:
         try:
@@ -183,7 +197,7 @@ class CaptureWriter:
         record = CaptureRecord(model=job.model, version=job.version, reason=job.reason,
                                image_sha256=sha256_bytes(prepared.data), ext=prepared.ext, width=prepared.width,
                                height=prepared.height, classes=job.classes, detections=job.detections,
-                               top=job.top, note=job.note, **fields)
+                               top=job.top, note=job.note, scores=job.scores, **fields)
         write_capture(store, record, prepared.data)
         w = self._waiting[job.model]
         w.count += 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi import Request
 
+from ..feedback.scoring import Aggregate, ImageScores, score_classification, score_detections
 from ..monitoring.predlog import PredictionLog, PredictionRecord, mean_brightness
 from ..predictions import ClassScore, class_name
 from ..settings import get_settings
@@ -175,8 +176,23 @@ def observe(st: ServerState, loaded: LoadedModel, raw: RawPrediction, pred: Pred
         _log_prediction(st.predlog, loaded, raw, confs, per_class, brightness)
     reason = st.captures.reason(confs, raw.classes)
     if reason:
-        dets = raw.detections.to_records(classes) if raw.detections is not None else []
-        st.captures.submit(CaptureJob(name, loaded.version, reason, data, list(classes), dets, top=pred.classes or []))
+        scores = image_scores(raw, st.config.capture.aggregate)
+        if st.captures.admit(name, scores.classes):
+            dets = raw.detections.to_records(classes) if raw.detections is not None else []
+            st.captures.submit(CaptureJob(name, loaded.version, reason, data, list(classes), dets,
+                                          top=pred.classes or [], scores=scores))
+
+
+def image_scores(raw: RawPrediction, aggregate: Aggregate = "max") -> ImageScores:
+    """The uncertainty scores of one answer, from the full class scores the runtime kept."""
+    if raw.detections is None:
+        if raw.class_scores is not None and raw.class_scores.ndim == 1:
+            return score_classification(raw.class_scores)
+        probs = np.array([p for _, p in raw.classes or []])
+        return score_classification(probs, class_ids=[c for c, _ in raw.classes or []])
+    per_box = raw.class_scores if raw.class_scores is not None and len(raw.class_scores) == len(raw.detections) \
+        else None  # end-to-end heads keep no runner-up classes
+    return score_detections(raw.detections.conf, per_box, raw.threshold, aggregate, cls=raw.detections.cls)
 
 
 def _log_prediction(predlog: PredictionLog, loaded: LoadedModel, raw: RawPrediction, confs: np.ndarray,

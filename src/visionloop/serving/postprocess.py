@@ -55,27 +55,35 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float, limit: int | No
 
 def decode_yolo_head(pred: np.ndarray, conf: float, iou: float, max_det: int, agnostic: bool = False) -> np.ndarray:
     """One image of a v5/v8/11-style head ``(4 + nc, N)`` (xywh + class scores) → ``(n, 6)``."""
+    return decode_yolo_head_scores(pred, conf, iou, max_det, agnostic)[0]
+
+
+def decode_yolo_head_scores(pred: np.ndarray, conf: float, iou: float, max_det: int,
+                            agnostic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode_yolo_head` plus each kept box's class score vector ``(n, nc)``: margin and
+    entropy per box (feedback.scoring) need the runner-up classes that NMS throws away."""
     x = pred.T  # (N, 4 + nc)
-    scores = x[:, 4:]
-    if scores.shape[1] == 0:
-        return np.zeros((0, 6), dtype=np.float32)
-    keep = scores.max(1) > conf
+    nc = x.shape[1] - 4
+    empty = np.zeros((0, 6), dtype=np.float32), np.zeros((0, max(nc, 0)), dtype=np.float32)
+    if nc <= 0:
+        return empty
+    keep = x[:, 4:].max(1) > conf
     x = x[keep]
     if not len(x):
-        return np.zeros((0, 6), dtype=np.float32)
+        return empty
     cls = x[:, 4:].argmax(1)
     best = x[np.arange(len(x)), 4 + cls]
     boxes = xywh_to_xyxy(x[:, :4])
     if len(x) > MAX_NMS:
         top = np.argsort(-best, kind="stable")[:MAX_NMS]
-        boxes, best, cls = boxes[top], best[top], cls[top]
+        x, boxes, best, cls = x[top], boxes[top], best[top], cls[top]
     offset = 0 if agnostic else cls[:, None].astype(np.float32) * MAX_WH
     kept = nms(boxes + offset, best, iou, limit=max_det)[:max_det]
     out = np.empty((len(kept), 6), dtype=np.float32)
     out[:, :4] = boxes[kept]
     out[:, 4] = best[kept]
     out[:, 5] = cls[kept]
-    return out
+    return out, np.ascontiguousarray(x[kept, 4:], dtype=np.float32)
 
 
 def decode_end2end(pred: np.ndarray, conf: float, max_det: int) -> np.ndarray:

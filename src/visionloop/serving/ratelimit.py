@@ -13,7 +13,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0,
+          "d": 86400.0, "day": 86400.0}
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Rate:
 
 
 def parse_rate(value: str) -> Rate:
-    """``"30/min"`` → 30 per minute (burst 30); ``"0"`` or ``"off"`` → no limit."""
+    """``"30/min"`` → 30 per minute (burst 30); ``"0"`` or ``"off"`` → no limit. Units: s, min, h, d."""
     text = value.strip().lower()
     if text in ("0", "off", "none", ""):
         return Rate(0.0, 0.0)
@@ -37,7 +38,7 @@ def parse_rate(value: str) -> Rate:
     except ValueError:
         n = -1.0
     if n <= 0 or unit.strip() not in _UNITS:
-        raise ValueError(f"rate {value!r}: use N/s, N/min or N/h with N > 0 (or 0 for no limit)")
+        raise ValueError(f"rate {value!r}: use N/s, N/min, N/h or N/d with N > 0 (or 0 for no limit)")
     return Rate(n / _UNITS[unit.strip()], n)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..predictions import Detections, Task
 from .errors import ApiError
-from .postprocess import decode_end2end, decode_yolo_head, scale_boxes, top_k
+from .postprocess import decode_end2end, decode_yolo_head_scores, scale_boxes, top_k
 from .preprocess import DecodedImage, classify_input, letterbox, to_tensor
 
 
@@ -59,6 +59,8 @@ class RawPrediction:
     detections: Detections | None = None
     classes: list[tuple[int, float]] | None = None
     timing_ms: dict[str, float] = field(default_factory=dict)
+    class_scores: np.ndarray | None = None  # (n, nc) per box (YOLO heads), or (nc,) probabilities (classify)
+    threshold: float = 0.25  # the request's conf: what close-to-threshold is measured against
 
 
 def _literal(value: str | None, default):
@@ -193,14 +195,15 @@ class OnnxModel:
         except Exception as exc:  # e.g. a model that fails on this input shape
             raise ApiError(500, "inference_failed", f"inference failed: {type(exc).__name__}") from exc
         t2 = time.perf_counter()
-        result = RawPrediction(image.width, image.height)
+        result = RawPrediction(image.width, image.height, threshold=params.conf)
         if self.info.task == "classify":
             result.classes = top_k(out[0], params.top_k)
+            result.class_scores = out[0]
         else:
             if self.info.end2end:
                 dets = decode_end2end(out[0], params.conf, params.max_det)
             else:
-                dets = decode_yolo_head(out[0], params.conf, params.iou, params.max_det)
+                dets, result.class_scores = decode_yolo_head_scores(out[0], params.conf, params.iou, params.max_det)
             result.detections = Detections.from_rows(scale_boxes(dets, lb))
         t3 = time.perf_counter()
         result.timing_ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
