@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # real trainings on 
 def test_mini_demo_runs_the_whole_loop(tmp_path):
     home = tmp_path / "demo-home"
     proc = subprocess.Popen([*VISIONLOOP, "demo", "--home", str(home), "--v1-images", "24", "--v1-epochs", "1",
-                             "--unseen", "60", "--v2-epochs", "30", "--imgsz", "96", "--keep-serving"],
+                             "--unseen", "60", "--v2-epochs", "30", "--imgsz", "96", "--budget", "50", "--keep-serving"],
                             cwd=tmp_path, env={**os.environ, "LABEL_STUDIO_URL": "", "COLUMNS": "200"},
                             stdout=subprocess.PIPE, stderr=open(tmp_path / "demo.err", "wb"), text=True)
     try:
@@ -57,6 +57,11 @@ def test_mini_demo_runs_the_whole_loop(tmp_path):
     assert "2. trained shapes/1" in err
     assert re.search(r"4\. sent 60 unseen images; the server captured \d+", err)
     assert "standing in for a human annotator" in err
+    # the labeling round: at most the budget, chosen by the default strategy, with the picks' scores
+    picked = re.search(r"5\. picked (\d+) of (\d+) captures by uncertainty \(ranked by least_confidence, (\d+) random", err)
+    assert picked and int(picked.group(1)) == min(50, int(picked.group(2))) and 1 <= int(picked.group(3)) <= 5, err[-3000:]
+    assert re.search(r"least_confidence of the picks: max [01]\.\d{3}", err)
+    assert f"labeled {picked.group(1)} captures from the generator" in err
     assert "train: shapes/2 trained on shapes@2" in err
     assert "v1 shapes/1" in out and "v2 shapes/2" in out and "mAP50-95" in out
     # what the demo is built for: v2 (more data, longer training) passes the gate, becomes the

@@ -352,3 +352,46 @@ def test_classification_push_with_top1_preannotation_and_pull(label_studio, vl_h
     assert all(new[sha].class_id == truth and new[sha].boxes == [] for sha, truth in labeled.items())
     states = sorted(c.state for c in list_captures(store, "cls", archived=True))
     assert states == ["in_dataset", "in_dataset", "in_labeling"]
+
+
+def test_push_by_strategy_sends_exactly_the_chosen_captures_with_scores(label_studio, vl_home):
+    """`label push --strategy uncertainty --budget 2`: the two least confident captures go, with
+    their scores in the task; the round is recorded; the next round picks from what is left."""
+    url, env = label_studio, {"LABEL_STUDIO_API_KEY": TOKEN}
+    _make_dataset()
+    store = open_store()
+    conf_of = {}
+    for i, (s, conf) in enumerate(zip(synthetic.generate(5, seed=123, size=96), [0.9, 0.3, 0.7, 0.2, 0.5])):
+        p = images.prepare(s.data)
+        x1, y1, x2, y2 = s.boxes[0].to_xyxy(p.width, p.height)
+        det = Detection(class_id=s.boxes[0].class_id, class_name=synthetic.CLASSES[s.boxes[0].class_id],
+                        confidence=conf, box=PixelBox(x1=x1, y1=y1, x2=x2, y2=y2))
+        rec = CaptureRecord(model="al", version="1", reason="low-confidence", image_sha256=sha256_bytes(p.data),
+                            ext=p.ext, width=p.width, height=p.height, classes=list(synthetic.CLASSES), detections=[det])
+        write_capture(store, rec, p.data)
+        conf_of[rec.id] = conf
+    args = ["label", "push", "--url", url, "--project", "shapes-al", "--data", "shapes", "--model", "al"]
+
+    r = run_cli(*args, "--strategy", "uncertainty", "--budget", "2", "--control", "0", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "pushed 2" in r.stdout and "2 of 5 waiting" in r.stdout and "least_conf 0.800" in r.stdout
+    with _api(url) as c:
+        pid = next(p["id"] for p in c.get("/api/projects").json()["results"] if p["title"] == "shapes-al")
+    tasks = _tasks(url, pid)
+    assert sorted(conf_of[t["data"][lsmod.CAPTURE_KEY]] for t in tasks) == [0.2, 0.3]
+    for t in tasks:
+        assert t["data"]["visionloop_least_confidence"] == pytest.approx(1 - conf_of[t["data"][lsmod.CAPTURE_KEY]])
+        assert t["total_predictions"] == 1
+    rounds = [k for k in store.list("rounds/al")]
+    assert len(rounds) == 1
+    plan = json.loads(store.read_bytes(f"rounds/al/{rounds[0]}"))
+    assert plan["strategy"] == "uncertainty" and [p["control"] for p in plan["picked"]] == [False, False]
+
+    # round 2 chooses among the 3 still pending: the most uncertain of them is conf 0.5
+    r2 = run_cli(*args, "--strategy", "uncertainty", "--budget", "1", "--control", "0", env=env)
+    assert r2.returncode == 0 and "pushed 1" in r2.stdout, r2.stdout + r2.stderr
+    assert sorted(conf_of[t["data"][lsmod.CAPTURE_KEY]] for t in _tasks(url, pid)) == [0.2, 0.3, 0.5]
+
+    bad = run_cli(*args, "--strategy", "smartest", "--budget", "1", env=env)
+    assert bad.returncode != 0 and "--strategy must be one of" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert len(_tasks(url, pid)) == 3

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from visionloop.errors import VisionloopError
-from visionloop.predictions import Detections
+from visionloop.predictions import Detections, box_iou
 from visionloop.training.export import (
     ParityReport,
-    box_iou,
     match_detections,
     read_metadata,
     require_parity,

@@ -1,7 +1,8 @@
 """`visionloop demo`: the whole loop on generated data, on CPU, in minutes.
 
 dataset v1 (small) → train → serve (a real server process, watching the champion alias) →
-unseen images → low-confidence captures → labels (from the generator's ground truth, standing
+unseen images → low-confidence captures → a labeling round of ``budget`` captures chosen by the
+default strategy (feedback.selection) → labels (from the generator's ground truth, standing
 in for a human annotator) → dataset v2 → retrain → compare → promote → the server hot-swaps.
 Everything lives in its own home, given to this process as a :class:`Settings` and to the
 server as its environment: the demo never touches the user's state nor ``os.environ``.
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .feedback.inbox import CaptureRecord
+    from .feedback.rounds import RoundPlan
     from .store import Store
     from .training.events import PipelineEvents
 
@@ -49,9 +51,10 @@ class DemoOptions(BaseModel):
     imgsz: int = 96  # shapes stay learnable; a CPU epoch takes seconds
     batch: int = 8  # ultralytics warms up for 100 iterations: small batches get past it on little data
     v1_images: int = 120
-    v1_epochs: int = 10
+    v1_epochs: int = 20  # enough that v1 finds some shapes: its captures then carry real scores
     unseen: int = 200
     v2_epochs: int = 15
+    budget: int = Field(default=120, description="Captures labeled in the round (picked by the default strategy).")
     conf: float = Field(default=0.05, description="Confidence threshold of the demo's predict requests.")
     capture_low: float = 0.05
     capture_high: float = 0.6
@@ -67,7 +70,7 @@ class DemoOptions(BaseModel):
         return cls(**{**CLASSIFY_DEFAULTS, **given, "task": task} if task == "classify" else {**given, "task": task})
 
 
-CLASSIFY_DEFAULTS = {"v1_images": 60, "v1_epochs": 1, "v2_epochs": 10, "unseen": 100, "imgsz": 64}
+CLASSIFY_DEFAULTS = {"v1_images": 60, "v1_epochs": 1, "v2_epochs": 10, "unseen": 100, "imgsz": 64, "budget": 60}
 
 
 class DemoResult(BaseModel):
@@ -76,6 +79,7 @@ class DemoResult(BaseModel):
     comparison: Comparison | None
     promoted: bool
     captured: int
+    labeled: int = Field(default=0, description="Captures the round picked and labeled.")
     sent: int
     served_before: str
     served_after: str
@@ -212,6 +216,24 @@ def _send_unseen(server: ServerProcess, opts: DemoOptions, rng: np.random.Genera
     return truth
 
 
+def _pick_summary(plan: RoundPlan, shown: int = 5) -> list[str]:
+    """The scores of what the round picked: the most and the least uncertain picks, and the spread."""
+    import numpy as np
+
+    if not plan.picked:
+        return []
+    values = np.array([p.scores.value(plan.by) for p in plan.picked])
+    boxes = np.array([p.scores.detection_count for p in plan.picked])
+    lines = [f"   {plan.by} of the picks: max {values.max():.3f}, median {np.median(values):.3f}, min "
+             f"{values.min():.3f}; boxes per image {boxes.min()}-{boxes.max()}, "
+             f"{int((boxes == 0).sum())} with none"]
+    for p in plan.picked[:shown]:
+        s = p.scores
+        lines.append(f"   {p.id[:8]}{' (control)' if p.control else ''}: least_confidence {s.least_confidence:.3f} "
+                     f"margin {s.margin:.3f} entropy {s.entropy:.3f} boxes {s.detection_count}")
+    return lines
+
+
 def label_from_truth(store: Store, records: list[CaptureRecord], truth: dict[str, Truth]) -> int:
     """Give each capture the generator's boxes or class (in the model's class order), as an
     annotator would: the capture moves to ``labeled``; returns how many."""
@@ -246,6 +268,8 @@ def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], trai
     from . import loop as loop_mod
     from . import registry
     from .feedback.inbox import list_captures
+    from .feedback.rounds import plan_round, record_round
+    from .feedback.selection import DEFAULT_STRATEGY
     from .store import open_store
     from .training.config import build_config
     from .training.pipeline import run_pipeline
@@ -292,10 +316,18 @@ def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], trai
         say(f"4. sent {opts.unseen} unseen images; the server captured {len(records)} "
             f"({', '.join(f'{n} {k}' for k, n in reasons.items()) or 'none'})")
 
-        # 5. label the captures. A human would do this in Label Studio (`visionloop label push/pull`);
-        #    the demo knows the generator's exact boxes and uses them as the annotator's answer.
-        labeled = label_from_truth(store, records, truth)
-        say(f"5. labeled {labeled} captures from the generator's ground truth "
+        # 5. a labeling round: the budget goes to the captures the default strategy picks (`label push
+        #    --strategy --budget`); a human would label them in Label Studio, the demo knows the
+        #    generator's exact boxes and uses them as the annotator's answer.
+        plan = plan_round(store, records, DEFAULT_STRATEGY, opts.budget, model=model, seed=opts.seed)
+        record_round(store, plan)
+        say(f"5. picked {len(plan.picked)} of {len(records)} captures by {plan.strategy} (ranked by {plan.by}, "
+            f"{sum(p.control for p in plan.picked)} random control, {len(plan.merged)} near-duplicates merged)")
+        for line in _pick_summary(plan):
+            say(line)
+        picked = set(plan.picked_ids)
+        labeled = label_from_truth(store, [r for r in records if r.id in picked], truth)
+        say(f"   labeled {labeled} captures from the generator's ground truth "
             "(standing in for a human annotator in Label Studio)")
 
         # 6-9. one turn of the loop: v2 → retrain (longer) → compare → promote → report
@@ -322,7 +354,7 @@ def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], trai
         if not kept:  # an error stops it too
             server.stop()
     cmp = res.promotion.comparison if res.promotion else None
-    result = DemoResult(v1=v1_ref, v2=res.trained, comparison=cmp, promoted=promoted, captured=captured,
+    result = DemoResult(v1=v1_ref, v2=res.trained, comparison=cmp, promoted=promoted, captured=captured, labeled=labeled,
                         sent=opts.unseen, served_before=served_before, served_after=served_after,
                         seconds=time.monotonic() - t0, url=server.url if kept else None)
     result._serving = server if kept else None

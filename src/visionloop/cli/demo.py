@@ -26,6 +26,8 @@ def demo(
                                          "(detect 200, classify 100)."),
     imgsz: Optional[int] = typer.Option(None, "--imgsz", help="Image and model input size, a multiple of 32 "
                                         "(detect 96, classify 64)."),
+    budget: Optional[int] = typer.Option(None, "--budget", min=1, help="Captures labeled in the round, picked by "
+                                         "the default strategy (detect 120, classify 60)."),
     port: int = typer.Option(0, "--port", help="Server port (0: a free one)."),
     keep_serving: bool = typer.Option(False, "--keep-serving", help="Leave the server and its page (/ui) running "
                                       "at the end, until Ctrl-C."),
@@ -43,7 +45,8 @@ def demo(
     # ultralytics reads these once, at import: this process is the demo's, so they are set here
     os.environ.setdefault("YOLO_CONFIG_DIR", str(home.expanduser().resolve() / "ultralytics"))
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    given = {"v1_epochs": v1_epochs, "v2_epochs": v2_epochs, "v1_images": v1_images, "unseen": unseen, "imgsz": imgsz}
+    given = {"v1_epochs": v1_epochs, "v2_epochs": v2_epochs, "v1_images": v1_images, "unseen": unseen, "imgsz": imgsz,
+             "budget": budget}
     opts = DemoOptions.for_task(task, home=home, port=port, keep_serving=keep_serving,  # type: ignore[arg-type]
                                 **{k: v for k, v in given.items() if v is not None})
     res = run_demo(opts, lambda line: err_console.print(escape(line), highlight=False, soft_wrap=True),
@@ -57,7 +60,8 @@ def demo(
         t.add_row(r.metric, f"{r.a:.4f}", f"{r.b:.4f}", f"{r.change:+.4f}")
     console.print(t)
     console.print(f"promoted: {'yes' if res.promoted else 'no (the gate refused)'}; the server answered with "
-                  f"{res.served_before} before and {res.served_after} now; {res.captured} of {res.sent} images captured; "
+                  f"{res.served_before} before and {res.served_after} now; {res.captured} of {res.sent} images captured, "
+                  f"{res.labeled} labeled; "
                   f"report: {home / 'report.md'}; {res.seconds:.0f} s in all")
     if res.serving is not None:
         console.print(f"the server keeps running: open [bold]{res.url}/ui[/] to try {res.served_after} in the "

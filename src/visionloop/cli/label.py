@@ -42,16 +42,83 @@ def push(
     data: str = _DATA,
     model: Optional[str] = typer.Option(None, "--model", help="Only this model's captures (default: all)."),
     config: Optional[Path] = _CONFIG,
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="Push only --budget captures chosen by: "
+                                           "uncertainty | diversity | uncertainty+diversity | class-balanced | "
+                                           "disagreement (MODEL@champion vs MODEL@challenger) | random."),
+    budget: Optional[int] = typer.Option(None, "--budget", min=1, help="Captures in this round (default "
+                                         "strategy when --strategy is not given)."),
+    by: str = typer.Option("least_confidence", "--by", help="The score ranking uses: least_confidence | margin | "
+                           "entropy | close_to_threshold."),
+    control: float = typer.Option(0.1, "--control", min=0.0, max=1.0, help="Fraction of the budget picked at "
+                                  "random as a control slice (recorded)."),
+    class_quota: Optional[int] = typer.Option(None, "--class-quota", min=1, help="At most N picks per predicted class."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random picks."),
 ) -> None:
-    """Upload unlabeled captures as tasks with the model's boxes (or top-1 class) as pre-annotations (no duplicates)."""
+    """Upload unlabeled captures as tasks with the model's boxes (or top-1 class) as pre-annotations (no duplicates).
+
+    With --budget (and --strategy) only the chosen captures go, with their uncertainty scores."""
     from ..feedback import labelstudio as lsmod
 
     store, manifest, target, ls = _connect(url, project, token, data, config)
+    plan = None
+    if budget is not None or strategy is not None:
+        plan = _plan(store, model, strategy, budget, by, control, class_quota, seed, len(manifest.classes))
     with ls:
-        res = lsmod.push(store, ls, target.project, manifest.classes, model, task=manifest.task)
+        res = lsmod.push(store, ls, target.project, manifest.classes, model, task=manifest.task, plan=plan)
     made = "created" if res.project_created else "found"
     console.print(f"project {res.project!r} (id {res.project_id}) {made}; pushed {res.pushed} task(s), "
                   f"{res.already_there} already there")
+
+
+def _plan(store, model: str | None, strategy: str | None, budget: int | None, by: str, control: float,
+          class_quota: int | None, seed: int, n_classes: int):
+    """Choose the round, print what was picked and why, and record it in the store."""
+    from ..feedback import labelstudio as lsmod
+    from ..feedback.rounds import plan_round, record_round
+    from ..feedback.selection import DEFAULT_STRATEGY, STRATEGIES
+
+    strategy = strategy or DEFAULT_STRATEGY
+    if strategy not in STRATEGIES:  # before reading any image
+        raise ValidationError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+    if budget is None:
+        raise ValidationError("--strategy needs --budget N (how many captures this round sends)")
+    records = [r for r in lsmod.unlabeled_captures(store, model) if r.state == "pending"]  # not pushed yet
+    disagreement = _disagreements(store, records, model) if strategy == "disagreement" else None
+    quotas = dict.fromkeys(range(n_classes), class_quota) if class_quota else None
+    plan = plan_round(store, records, strategy, budget, model=model, by=by, control_fraction=control, seed=seed,
+                      quotas=quotas, disagreement=disagreement)
+    key = record_round(store, plan)
+    console.print(f"round {plan.id}: {len(plan.picked)} of {plan.pool} waiting capture(s) by {plan.strategy} "
+                  f"(ranked by {plan.by}), {sum(p.control for p in plan.picked)} in the random control slice, "
+                  f"{len(plan.merged)} near-duplicate(s) merged; recorded in {key}")
+    for p in plan.picked:
+        s = p.scores
+        extra = f" disagreement {p.disagreement:.3f}" if p.disagreement is not None else ""
+        console.print(f"  {p.id[:12]} {'control' if p.control else 'picked '} least_conf {s.least_confidence:.3f} "
+                      f"margin {s.margin:.3f} entropy {s.entropy:.3f} near_thr {s.close_to_threshold:.3f} "
+                      f"boxes {s.detection_count}{extra}")
+    return plan
+
+
+def _disagreements(store, records, model: str | None) -> dict[str, float]:
+    """Champion vs challenger on each capture's image: how much their boxes disagree."""
+    from ..feedback.scoring import disagreement
+    from ..serving.preprocess import decode_image
+    from ..serving.runtime import OnnxModel, PredictParams
+    from ..serving.sources import parse_spec, resolve
+
+    if model is None:
+        raise ValidationError("--strategy disagreement needs --model NAME (its champion and challenger)")
+    champion, challenger = (OnnxModel(resolve(parse_spec(f"{model}@{alias}")).path)
+                            for alias in ("champion", "challenger"))
+    params = PredictParams(conf=0.05)
+    out = {}
+    for r in records:
+        image = decode_image(store.get_blob(r.image_sha256))
+        a, b = champion.predict(image, params), challenger.predict(image, params)
+        out[r.id] = disagreement(a.detections, b.detections) if a.detections is not None else \
+            float(a.classes[0][0] != b.classes[0][0])
+    return out
 
 
 @app.command("pull")

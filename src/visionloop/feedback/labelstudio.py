@@ -34,6 +34,8 @@ from ..predictions import Task
 from .inbox import WAITING, CaptureRecord, list_captures, read_capture, set_state
 from .ls_client import TOKEN_ENV, LabelStudio, config_labels  # noqa: F401 (re-exported: one import for callers)
 from .relabel import LabeledImage, commit_labeled
+from .rounds import RoundPlan
+from .scoring import SCORES, ImageScores
 
 CAPTURE_KEY, MODEL_KEY = "visionloop_capture_id", "visionloop_model"
 FROM_NAME, TO_NAME = "label", "image"
@@ -184,10 +186,14 @@ def decode_data_url(url: str) -> bytes | None:
         return None
 
 
-def capture_task(record: CaptureRecord, image: bytes) -> dict:
-    """One LS task: the image inline, the capture id to find it again, the model's boxes."""
+def capture_task(record: CaptureRecord, image: bytes, scores: ImageScores | None = None) -> dict:
+    """One LS task: the image inline, the capture id to find it again, the model's boxes, and the
+    uncertainty scores that got it picked (shown in the task's data columns)."""
     task: dict = {"data": {"image": data_url(image, record.ext), CAPTURE_KEY: record.id,
                            MODEL_KEY: record.model, "visionloop_reason": record.reason}}
+    scores = scores or record.scores
+    if scores is not None:
+        task["data"].update({f"visionloop_{k}": round(scores.value(k), 4) for k in SCORES})
     if record.top:
         best = record.top[0]
         task["predictions"] = [{"model_version": f"{record.model}/{record.version}", "score": best.confidence,
@@ -214,19 +220,24 @@ def export_tasks(store: Store, path: Path, model: str | None = None) -> int:
 
 # -- push / pull ----------------------------------------------------------------------------
 def push(store: Store, ls: LabelStudio, project: str, classes: list[str], model: str | None = None,
-         batch: int = 50, task: Task = "detect") -> PushResult:
+         batch: int = 50, task: Task = "detect", plan: RoundPlan | None = None) -> PushResult:
     """Unlabeled captures → tasks with pre-annotations (boxes, or the top-1 class); captures
-    already there are skipped."""
+    already there are skipped. With ``plan`` (feedback.rounds), exactly its picks, with their scores."""
     proj, created = ls.ensure_project(project, labeling_config(classes, task), classes)
     pid = int(proj["id"])
     known = {str(t.get("data", {}).get(CAPTURE_KEY)) for t in ls.tasks(pid)} if not created else set()
     waiting = unlabeled_captures(store, model)
+    scores = {}
+    if plan is not None:
+        scores = {p.id: p.scores for p in plan.picked}
+        waiting = [r for r in waiting if r.id in scores]
     todo = [r for r in waiting if r.id not in known]
     _to_labeling(store, [r for r in waiting if r.id in known])  # a push that stopped before moving them
     pushed = 0
     for i in range(0, len(todo), batch):
         chunk = todo[i:i + batch]
-        pushed += ls.import_tasks(pid, [capture_task(r, store.get_blob(r.image_sha256)) for r in chunk])
+        pushed += ls.import_tasks(pid, [capture_task(r, store.get_blob(r.image_sha256), scores.get(r.id))
+                                        for r in chunk])
         _to_labeling(store, chunk)  # after the import: a crash before this re-finds them as "already there"
     return PushResult(project_id=pid, project=project, project_created=created, pushed=pushed,
                       already_there=len(waiting) - len(todo))

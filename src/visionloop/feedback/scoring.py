@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from ..errors import ValidationError
-from ..predictions import Detections
+from ..predictions import Detections, box_iou
 
 if TYPE_CHECKING:  # inbox stores ImageScores on its records: no import cycle at run time
     from .inbox import CaptureRecord
@@ -136,19 +136,6 @@ def score_record(record: CaptureRecord, threshold: float = DEFAULT_THRESHOLD,
 
 
 # -- disagreement between two predictions of one image ------------------------------------------
-def _area(xyxy: np.ndarray) -> np.ndarray:
-    return (xyxy[:, 2:] - xyxy[:, :2]).clip(0).prod(axis=1)
-
-
-def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes (N, 4) x (M, 4) → (N, M). (training.export.box_iou is out of this layer's reach.)"""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    union = _area(a)[:, None] + _area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def disagreement(a: Detections, b: Detections, iou: float = 0.5) -> float:
     """How much two predictions of one image (two models, or two augmentations) differ:
     1 - greedy same-class matches at IoU >= ``iou`` / the larger count; both empty → 0."""
@@ -157,7 +144,7 @@ def disagreement(a: Detections, b: Detections, iou: float = 0.5) -> float:
         return 0.0
     if min(len(a), len(b)) == 0:
         return 1.0
-    ious = _pairwise_iou(np.asarray(a.xyxy, np.float64).reshape(-1, 4), np.asarray(b.xyxy, np.float64).reshape(-1, 4))
+    ious = box_iou(a.xyxy, b.xyxy)
     ious = np.where(np.asarray(a.cls)[:, None] == np.asarray(b.cls)[None, :], ious, -1.0)
     used_a, used_b, matches = set(), set(), 0
     for flat in np.argsort(-ious, axis=None, kind="stable"):

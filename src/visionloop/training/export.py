@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import VisionloopError
 from ..files import atomic_write_bytes
-from ..predictions import Detections, Task
+from ..predictions import Detections, Task, box_iou
 from ..registry.card import ParitySummary
 
 # Opset 17 runs on every onnxruntime our dependency bound allows (>= 1.17 supports up to 20)
@@ -131,19 +131,6 @@ def export_onnx(best_pt: Path, imgsz: int, out_path: Path, extra_metadata: dict[
 
 
 # -- parity -------------------------------------------------------------------------------------
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) → (N, M)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def _twin(ref: Detections, i: int, other: Detections, iou_row: np.ndarray, iou_min: float, conf_tol: float) -> np.ndarray:
     return (other.cls == ref.cls[i]) & (iou_row >= iou_min) & (np.abs(other.conf - ref.conf[i]) <= conf_tol)
 
