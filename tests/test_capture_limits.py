@@ -94,7 +94,7 @@ def test_captures_carry_scores_and_respect_caps(tmp_path):
     from visionloop.serving.config import ServeConfig
 
     url = str(tmp_path / "store")
-    policy = CapturePolicy(mode="all", caps=(Window(3, 3600),))
+    policy = CapturePolicy(mode="all", caps=(Window(3, 3600),), aggregate="max")
     with serving(ServeConfig(models=[f"raw={_model(tmp_path)}"], store_url=url, capture=policy,
                              prediction_log=False)) as (client, _):
         for v in (10, 20, 30, 40, 50):

@@ -218,6 +218,10 @@ def test_a_budget_larger_than_the_pool_picks_the_whole_deduped_pool(strategy):
 def test_selection_on_real_scores():
     """The pieces fit: scores computed from boxes, then ranked."""
     confs = [[0.9, 0.95], [0.3], [], [0.6, 0.26]]
-    cands = [Candidate(id=str(i), scores=score_detections(np.array(c), None, 0.25)) for i, c in enumerate(confs)]
+    cands = [Candidate(id=str(i), scores=score_detections(np.array(c), None, 0.25, aggregate="max"))
+             for i, c in enumerate(confs)]
     assert select(cands, "uncertainty", 2, control_fraction=0).picked == ["2", "3"]
+    # the default aggregate is the mean: image 3's confident-ish 0.6 box now counts
+    means = [Candidate(id=str(i), scores=score_detections(np.array(c), None, 0.25)) for i, c in enumerate(confs)]
+    assert select(means, "uncertainty", 2, control_fraction=0).picked == ["2", "1"]
     assert select(cands, "uncertainty", 2, by="close_to_threshold", control_fraction=0).picked == ["3", "1"]

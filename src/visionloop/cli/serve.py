@@ -34,7 +34,7 @@ def serve(
                                                   "(per model; off: no cap)."),
     capture_class_quota: str = typer.Option("off", help="At most N captures per predicted class per window, "
                                                          "e.g. 200/d (off: no quota)."),
-    capture_aggregate: str = typer.Option("max", help="How box scores make a capture's uncertainty score: "
+    capture_aggregate: str = typer.Option("mean", help="How box scores make a capture's uncertainty score: "
                                                        "max | mean | sum."),
     prediction_log: bool = typer.Option(True, "--prediction-log/--no-prediction-log",
                                         help="Write a compact record of every prediction to the store (monitor reads it)."),

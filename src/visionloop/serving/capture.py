@@ -29,7 +29,7 @@ from ..datasets import images
 from ..feedback.inbox import CaptureRecord, Reason, read_capture, set_state, waiting_captures, write_capture
 from ..predictions import ClassScore, Detection
 from ..store import Store, open_store, sha256_bytes
-from ..feedback.scoring import Aggregate, ImageScores
+from ..feedback.scoring import DEFAULT_AGGREGATE, Aggregate, ImageScores
 from .capture_limits import CaptureLimits, Window
 from .metrics import Metrics
 
@@ -51,7 +51,7 @@ class CapturePolicy:
     recount_s: float = 30.0  # a full cap re-reads the store at most this often
     caps: tuple[Window, ...] = ()  # --capture-caps: at most N captures per window, per model
     class_quota: tuple[Window, ...] = ()  # --capture-class-quota: at most N per predicted class per window
-    aggregate: Aggregate = "max"  # how box scores make an image's (feedback.scoring)
+    aggregate: Aggregate = DEFAULT_AGGREGATE  # how box scores make an image's (feedback.scoring)
 
 
 def parse_range(value: str) -> tuple[float, float]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi import Request
 
-from ..feedback.scoring import Aggregate, ImageScores, score_classification, score_detections
+from ..feedback.scoring import DEFAULT_AGGREGATE, Aggregate, ImageScores, score_classification, score_detections
 from ..monitoring.predlog import PredictionLog, PredictionRecord, mean_brightness
 from ..predictions import ClassScore, class_name
 from ..settings import get_settings
@@ -183,7 +183,7 @@ def observe(st: ServerState, loaded: LoadedModel, raw: RawPrediction, pred: Pred
                                           top=pred.classes or [], scores=scores))
 
 
-def image_scores(raw: RawPrediction, aggregate: Aggregate = "max") -> ImageScores:
+def image_scores(raw: RawPrediction, aggregate: Aggregate = DEFAULT_AGGREGATE) -> ImageScores:
     """The uncertainty scores of one answer, from the full class scores the runtime kept."""
     if raw.detections is None:
         if raw.class_scores is not None and raw.class_scores.ndim == 1:
