@@ -47,6 +47,9 @@ def serve(
     max_pixels: int = typer.Option(50_000_000, min=1, help="Largest image (width x height), checked before decoding."),
     workers_threads: int = typer.Option(2, "--workers-threads", min=1, help="Concurrent inference threads."),
     queue: int = typer.Option(64, min=1, help="Queued + running inference jobs before answering 503."),
+    provider: str = typer.Option("auto", envvar="VISIONLOOP_PROVIDER", help="onnxruntime execution provider: auto "
+                                 "(CUDA, with TensorRT when present, else CPU) | cpu | cuda | tensorrt | openvino; a "
+                                 "named one that is missing is an error."),
     intra_threads: int = typer.Option(0, min=0, help="onnxruntime threads per session (0: cores / workers)."),
     access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
@@ -80,6 +83,9 @@ def serve(
         parse_rate(feedback_rate)
     except ValueError as exc:
         raise ValidationError(f"--feedback-{exc}") from None
+    from ..serving.providers import resolve_providers
+
+    resolve_providers(provider)  # a missing provider: one line, before any download
     for spec in (parse_spec(m) for m in model):  # fail fast on a typo or unknown ref, before binding the port
         resolve(spec)  # registry refs: downloads into the cache the loader then reuses
     config = ServeConfig(
@@ -89,7 +95,7 @@ def serve(
                               full=capture_full, caps=caps, class_quota=class_quota,  # type: ignore[arg-type]
                               aggregate=capture_aggregate),  # type: ignore[arg-type]
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, workers=workers_threads, queue=queue,
-        intra_threads=intra_threads or None, prediction_log=prediction_log,
+        intra_threads=intra_threads or None, provider=provider, prediction_log=prediction_log,
         feedback_token=SecretStr(feedback_token) if feedback_token else None, feedback_rate=feedback_rate,
         feedback_max_body_bytes=int(feedback_max_mb * 1024 * 1024),
     )

@@ -20,6 +20,7 @@ class ServeConfig(BaseModel):
     queue: int = Field(default=64, description="Queued + running inference jobs before 503.")
     intra_threads: int | None = Field(default=None, description="onnxruntime intra-op threads per session.")
     spinning: bool | None = Field(default=None, description="onnxruntime thread spinning; default: on with one worker.")
+    provider: str = Field(default="auto", description="Execution provider: auto | cpu | cuda | tensorrt | openvino.")
     prediction_log: bool = Field(default=True, description="Write a compact record of every prediction to the store.")
     feedback_token: SecretStr | None = Field(default=None, description="Bearer token /v1/feedback needs (None: open).")
     feedback_rate: str = Field(default="60/min", description="Feedback requests per client IP: N/s, N/min, N/h, 0 = off.")

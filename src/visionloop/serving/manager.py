@@ -63,6 +63,8 @@ def backoff(interval: float, failures: int) -> float:
 class RuntimeOptions:
     intra_threads: int | None = None
     spinning: bool = True
+    providers: tuple[str, ...] = ()  # serving.providers.resolve_providers; empty: the CPU
+    strict_provider: bool = False  # a provider named by --provider must load (auto may fall back)
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,8 @@ class ModelManager:
 
     # -- loading --------------------------------------------------------------------------
     def _build(self, name: str, source: ResolvedSource) -> LoadedModel:
-        model = OnnxModel(source.path, self.options.intra_threads, self.options.spinning)
+        model = OnnxModel(source.path, self.options.intra_threads, self.options.spinning,
+                          list(self.options.providers) or None, self.options.strict_provider)
         model.warmup()
         return LoadedModel(name, source.version, model, source, _now())
 

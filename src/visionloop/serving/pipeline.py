@@ -28,6 +28,7 @@ from .errors import ApiError
 from .manager import InferencePool, LoadedModel, ModelManager, RuntimeOptions
 from .metrics import Metrics
 from .preprocess import DecodedImage, decode_image
+from .providers import resolve_providers
 from .ratelimit import RateLimiter, parse_rate
 from .runtime import PredictParams, RawPrediction
 from .schemas import ImageSize, Prediction, Timing
@@ -54,8 +55,9 @@ class ServerState:
 def build_state(config: ServeConfig) -> ServerState:
     metrics = Metrics()
     spinning = config.spinning if config.spinning is not None else config.workers == 1
-    manager = ModelManager([parse_spec(m) for m in config.models], RuntimeOptions(config.intra_threads, spinning),
-                           metrics)
+    options = RuntimeOptions(config.intra_threads, spinning, tuple(resolve_providers(config.provider)),
+                             strict_provider=config.provider != "auto")
+    manager = ModelManager([parse_spec(m) for m in config.models], options, metrics)
     token = get_settings().admin_token
     predlog = None
     if config.prediction_log:

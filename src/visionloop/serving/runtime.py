@@ -9,7 +9,6 @@ classes named ``class0..``).
 from __future__ import annotations
 
 import ast
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from ..predictions import Detections, Task
 from .errors import ApiError
+from .providers import CPU, available_cpus
 from .postprocess import decode_end2end, decode_yolo_head_scores, scale_boxes, top_k
 from .preprocess import DecodedImage, classify_input, letterbox, to_tensor
 
@@ -132,11 +132,16 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def default_threads(workers: int) -> int:
-    """intra-op threads per session so that ``workers`` concurrent runs share the cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    """intra-op threads per session so that ``workers`` concurrent runs share the CPUs this
+    process may use (its affinity and its container's CPU quota, not the host's core count)."""
+    return max(1, available_cpus() // max(1, workers))
 
 
-def create_session(path: Path, intra_threads: int, spinning: bool = True):
+def create_session(path: Path, intra_threads: int, spinning: bool = True, providers: list[str] | None = None,
+                   strict: bool = True):
+    """A session on ``providers`` (serving.providers; default: the CPU). With ``strict`` (a provider
+    asked for by name), one that onnxruntime drops while loading (a CUDA build on a machine
+    without a GPU) is an error; ``--provider auto`` takes the fallback."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -147,22 +152,27 @@ def create_session(path: Path, intra_threads: int, spinning: bool = True):
     opts.log_severity_level = 3
     if not spinning:  # several workers on few cores: spinning threads would steal each other's CPU
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    providers = providers or [CPU]
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
         raise ModelLoadError(f"cannot load {path.name}: {first_line(exc)}") from None
+    if strict and providers[0] not in session.get_providers():
+        raise ModelLoadError(f"cannot load {path.name} on {providers[0]}: onnxruntime fell back to "
+                             f"{', '.join(session.get_providers())}")
+    return session
 
 
 class OnnxModel:
     """A loaded ONNX model: ``predict`` takes a decoded image and returns a RawPrediction."""
 
-    def __init__(self, path: Path, intra_threads: int | None = None, spinning: bool = True):
+    def __init__(self, path: Path, intra_threads: int | None = None, spinning: bool = True,
+                 providers: list[str] | None = None, strict: bool = True):
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
-        self.session = create_session(self.path, intra_threads or default_threads(1), spinning)
+        self.intra_threads = intra_threads or default_threads(1)
+        self.session = create_session(self.path, self.intra_threads, spinning, providers, strict)
         self.info = read_info(self.session)
         self.providers = list(self.session.get_providers())
 
