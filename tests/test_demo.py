@@ -58,7 +58,7 @@ def test_mini_demo_runs_the_whole_loop(tmp_path):
     assert re.search(r"4\. sent 60 unseen images; the server captured \d+", err)
     assert "standing in for a human annotator" in err
     # the labeling round: at most the budget, chosen by the default strategy, with the picks' scores
-    picked = re.search(r"5\. picked (\d+) of (\d+) captures by uncertainty \(ranked by least_confidence, (\d+) random", err)
+    picked = re.search(r"5\. picked (\d+) of (\d+) captures by random \(ranked by least_confidence, (\d+) random", err)
     assert picked and int(picked.group(1)) == min(50, int(picked.group(2))) and 1 <= int(picked.group(3)) <= 5, err[-3000:]
     assert re.search(r"least_confidence of the picks: max [01]\.\d{3}", err)
     assert f"labeled {picked.group(1)} captures from the generator" in err

@@ -392,6 +392,11 @@ def test_push_by_strategy_sends_exactly_the_chosen_captures_with_scores(label_st
     assert r2.returncode == 0 and "pushed 1" in r2.stdout, r2.stdout + r2.stderr
     assert sorted(conf_of[t["data"][lsmod.CAPTURE_KEY]] for t in _tasks(url, pid)) == [0.2, 0.3, 0.5]
 
+    # no --strategy: the bench's default for one model (no challenger registered): random
+    r3 = run_cli(*args, "--budget", "1", env=env)
+    assert r3.returncode == 0 and "pushed 1" in r3.stdout and "by random" in r3.stdout, r3.stdout + r3.stderr
+    assert len(_tasks(url, pid)) == 4
+
     bad = run_cli(*args, "--strategy", "smartest", "--budget", "1", env=env)
     assert bad.returncode != 0 and "--strategy must be one of" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    assert len(_tasks(url, pid)) == 3
+    assert len(_tasks(url, pid)) == 4

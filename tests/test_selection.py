@@ -10,9 +10,11 @@ import pytest
 from visionloop.feedback.scoring import ImageScores, score_detections
 from visionloop.feedback.selection import (
     DEFAULT_STRATEGY,
+    SINGLE_MODEL_STRATEGY,
     STRATEGIES,
     Candidate,
     coverage_radius,
+    default_strategy,
     k_center_greedy,
     select,
 )
@@ -45,7 +47,7 @@ def lc_of(cands: list[Candidate]) -> dict[str, float]:
 def test_uncertainty_picks_the_top_by_score_plus_a_recorded_random_control():
     cands = pool(100)
     sel = select(cands, "uncertainty", 20)
-    assert sel.strategy == "uncertainty" and sel.by == "least_confidence" and DEFAULT_STRATEGY == "uncertainty"
+    assert sel.strategy == "uncertainty" and sel.by == "least_confidence"
     assert len(sel.picked) == 20 and len(set(sel.picked)) == 20
     assert len(sel.control) == round(20 * 0.1) and set(sel.control) <= set(sel.picked)
     main = [i for i in sel.picked if i not in sel.control]
@@ -225,3 +227,10 @@ def test_selection_on_real_scores():
     means = [Candidate(id=str(i), scores=score_detections(np.array(c), None, 0.25)) for i, c in enumerate(confs)]
     assert select(means, "uncertainty", 2, control_fraction=0).picked == ["2", "1"]
     assert select(cands, "uncertainty", 2, by="close_to_threshold", control_fraction=0).picked == ["3", "1"]
+
+
+def test_the_default_follows_the_bench():
+    """bench/RESULTS.md: disagreement when a second model exists, else random."""
+    assert default_strategy(True) == DEFAULT_STRATEGY == "disagreement"
+    assert default_strategy(False) == SINGLE_MODEL_STRATEGY == "random"
+    assert {DEFAULT_STRATEGY, SINGLE_MODEL_STRATEGY} <= set(STRATEGIES)

@@ -269,7 +269,7 @@ def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], trai
     from . import registry
     from .feedback.inbox import list_captures
     from .feedback.rounds import plan_round, record_round
-    from .feedback.selection import DEFAULT_STRATEGY
+    from .feedback.selection import default_strategy
     from .store import open_store
     from .training.config import build_config
     from .training.pipeline import run_pipeline
@@ -319,7 +319,8 @@ def _run(opts: DemoOptions, settings: Settings, say: Callable[[str], None], trai
         # 5. a labeling round: the budget goes to the captures the default strategy picks (`label push
         #    --strategy --budget`); a human would label them in Label Studio, the demo knows the
         #    generator's exact boxes and uses them as the annotator's answer.
-        plan = plan_round(store, records, DEFAULT_STRATEGY, opts.budget, model=model, seed=opts.seed)
+        # only v1 exists: the default for one model (bench/active_learning.py)
+        plan = plan_round(store, records, default_strategy(False), opts.budget, model=model, seed=opts.seed)
         record_round(store, plan)
         say(f"5. picked {len(plan.picked)} of {len(records)} captures by {plan.strategy} (ranked by {plan.by}, "
             f"{sum(p.control for p in plan.picked)} random control, {len(plan.merged)} near-duplicates merged)")

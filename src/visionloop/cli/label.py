@@ -44,7 +44,9 @@ def push(
     config: Optional[Path] = _CONFIG,
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Push only --budget captures chosen by: "
                                            "uncertainty | diversity | uncertainty+diversity | class-balanced | "
-                                           "disagreement (MODEL@champion vs MODEL@challenger) | random."),
+                                           "disagreement (MODEL@champion vs MODEL@challenger) | random. Default, "
+                                           "from bench/active_learning.py: disagreement when the two differ, "
+                                           "else random."),
     budget: Optional[int] = typer.Option(None, "--budget", min=1, help="Captures in this round (default "
                                          "strategy when --strategy is not given)."),
     by: str = typer.Option("least_confidence", "--by", help="The score ranking uses: least_confidence | margin | "
@@ -75,9 +77,9 @@ def _plan(store, model: str | None, strategy: str | None, budget: int | None, by
     """Choose the round, print what was picked and why, and record it in the store."""
     from ..feedback import labelstudio as lsmod
     from ..feedback.rounds import plan_round, record_round
-    from ..feedback.selection import DEFAULT_STRATEGY, STRATEGIES
+    from ..feedback.selection import STRATEGIES, default_strategy
 
-    strategy = strategy or DEFAULT_STRATEGY
+    strategy = strategy or default_strategy(_two_models(model))
     if strategy not in STRATEGIES:  # before reading any image
         raise ValidationError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
     if budget is None:
@@ -98,6 +100,20 @@ def _plan(store, model: str | None, strategy: str | None, budget: int | None, by
                       f"margin {s.margin:.3f} entropy {s.entropy:.3f} near_thr {s.close_to_threshold:.3f} "
                       f"boxes {s.detection_count}{extra}")
     return plan
+
+
+def _two_models(model: str | None) -> bool:
+    """Whether MODEL has a challenger other than its champion (what disagreement compares)."""
+    from .. import registry
+    from ..errors import NotFoundError
+
+    if model is None:
+        return False
+    try:
+        champion, challenger = (registry.get_alias(model, a) for a in (registry.CHAMPION, registry.CHALLENGER))
+    except NotFoundError:  # captures of a model served from a file: not in the registry
+        return False
+    return champion is not None and challenger is not None and champion != challenger
 
 
 def _disagreements(store, records, model: str | None) -> dict[str, float]:
