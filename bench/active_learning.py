@@ -20,7 +20,8 @@ Protocol (issue 16, item 4):
 - Low conf: at the served 0.25 an undertrained model answers nothing, every image scores "no
   detection" and ranking is a tie. At ``--conf`` (0.01) the weak boxes are seen; the scores are
   still measured against the served threshold (0.25), as a capture would be. ``--aggregate mean``
-  (the server's default too, feedback.scoring.DEFAULT_AGGREGATE): at a 0.01 floor the least confident box of every image is a
+  (the server's default too, feedback.scoring.DEFAULT_AGGREGATE): at a 0.01 floor the least
+  confident box of every image is a
   background box at ~0.01, so ``max`` ranks noise. Measured on RPS with a model trained 30 epochs on
   100 images, as the AUC of the score for "the model misses this image's hands at 0.25" over 194
   pool images: least_confidence ``max`` 0.52, ``mean`` 0.83 (1 - top box confidence: 0.81).
