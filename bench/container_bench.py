@@ -12,7 +12,6 @@ Usage: ``python bench/container_bench.py [--rounds 5]`` (needs a Docker daemon: 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -23,16 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from docker_helpers import WHEELS, Container  # noqa: E402
+from docker_helpers import WHEELS, Container, build  # noqa: E402  (docker/build.py, loaded by path)
 from serve_bench import build_model, free_port, run_server, stop  # noqa: E402
-
-
-def _build_module():
-    spec = importlib.util.spec_from_file_location("visionloop_docker_build", ROOT / "docker" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def container_ready(image: str, models: Path) -> float:
@@ -54,7 +45,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     opts = ap.parse_args()
-    build = _build_module()
     if not build.daemon_running():
         sys.exit("no Docker daemon: run `bash scripts/docker.sh start` as root")
     image = build.build_offline("serve", "visionloop-serve:bench", WHEELS / "serve")

@@ -14,7 +14,7 @@ from rich.table import Table
 from .console import console, err_console, json_option, print_json
 
 if TYPE_CHECKING:
-    from ..training.sweep import SweepResult
+    from ..training.sweep_spec import SweepResult
 
 TABLE_WIDTH = 160
 
@@ -60,7 +60,8 @@ def sweep(
 ) -> None:
     """Search models x imgsz x lr0 on Ray Tune with ASHA early stopping (a local Ray, or RAY_ADDRESS);
     every trial is an MLflow child run; the best on the test split is registered as challenger."""
-    from ..training.sweep import SweepConfig, parse_list, run_sweep
+    from ..training.sweep import run_sweep
+    from ..training.sweep_spec import SweepConfig, parse_list
     from .progress import RichPipelineEvents
 
     cfg = SweepConfig(data=data or "", models=parse_list(models, "--models"), imgsz=parse_list(imgsz, "--imgsz", int),

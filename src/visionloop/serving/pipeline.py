@@ -187,11 +187,8 @@ def observe(st: ServerState, loaded: LoadedModel, raw: RawPrediction, pred: Pred
 
 def image_scores(raw: RawPrediction, aggregate: Aggregate = DEFAULT_AGGREGATE) -> ImageScores:
     """The uncertainty scores of one answer, from the full class scores the runtime kept."""
-    if raw.detections is None:
-        if raw.class_scores is not None and raw.class_scores.ndim == 1:
-            return score_classification(raw.class_scores)
-        probs = np.array([p for _, p in raw.classes or []])
-        return score_classification(probs, class_ids=[c for c, _ in raw.classes or []])
+    if raw.detections is None:  # classification: the runtime keeps the whole softmax
+        return score_classification(raw.class_scores)
     per_box = raw.class_scores if raw.class_scores is not None and len(raw.class_scores) == len(raw.detections) \
         else None  # end-to-end heads keep no runner-up classes
     return score_detections(raw.detections.conf, per_box, raw.threshold, aggregate, cls=raw.detections.cls)

@@ -24,147 +24,22 @@ the tag ``visionloop.sweep.stopped``; it is never a candidate for registration.
 
 from __future__ import annotations
 
-import itertools
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel, Field
 
 from ..errors import ValidationError, VisionloopError
 from ..evaluation import LABELS, PRIMARY, EvalResult
 from ..settings import get_settings
 from . import steps
-from .cache import StepCache, cache_key
-from .config import TrainConfig, build_config
 from .events import NullEvents, PipelineEvents
-from .pipeline import Pipeline, PipelineResult
-from .steps import Plan
-from .tracking import Tracker, git_commit, package_versions
-from .trainer import EpochMetrics
-
-PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests child runs under the parent
-TAG_SWEEP = "visionloop.sweep"  # "parent" or "trial"
-TAG_TRIAL_ID = "visionloop.sweep.trial_id"
-TAG_STOPPED = "visionloop.sweep.stopped"
-TAG_BEST = "visionloop.sweep.best_run"
-VAL_METRIC = "val_metric"  # the per-epoch metric ASHA compares (Tune's result key)
-# ultralytics' per-epoch validation metric, by task (the clean names of trainer.EpochMetrics)
-EPOCH_METRIC = {"detect": "metrics/mAP50-95", "classify": "metrics/accuracy_top1"}
-LATENCY_RUNS, LATENCY_WARMUP = 20, 3
-DEFAULT_OPTIMIZER = "SGD"  # ultralytics' 'auto' ignores lr0 (it picks AdamW and its own rate)
-
-
-class SweepConfig(BaseModel):
-    """What ``visionloop sweep`` searches; every value checked before anything runs."""
-
-    data: str
-    models: list[str]
-    imgsz: list[int]
-    lr0: list[float]
-    epochs: int
-    name: str = ""
-    cpus_per_trial: int = Field(default=1, description="CPUs (and torch threads) each trial takes.")
-    samples: int = Field(default=1, description="Repeats of every grid point (seed + repeat index).")
-    grace_period: int = Field(default=1, description="ASHA: epochs every trial runs before it may be stopped.")
-    reduction_factor: int = Field(default=2, description="ASHA: keep the best 1/N at each rung.")
-    optimizer: str = DEFAULT_OPTIMIZER
-    device: str = "cpu"
-    batch: int = -1
-    seed: int = 0
-
-
-class TrialPoint(BaseModel):
-    """One grid point."""
-
-    model: str
-    imgsz: int
-    lr0: float
-    repeat: int = 0
-
-    def label(self) -> str:
-        rep = f"-r{self.repeat}" if self.repeat else ""
-        return f"{Path(self.model).stem}-{self.imgsz}px-lr{self.lr0:g}{rep}"
-
-
-class TrialSpec(BaseModel):
-    """What every trial shares (sent to the workers inside Tune's param space)."""
-
-    data: str  # N@V, resolved by the caller
-    name: str
-    epochs: int
-    task: str
-    parent_run_id: str
-    cpus: int
-    optimizer: str
-    device: str
-    batch: int
-    seed: int
-
-
-class TrialRow(BaseModel):
-    """One trial in the comparison table (and ``--json``)."""
-
-    trial: str
-    run_id: str | None = None
-    model: str
-    imgsz: int
-    lr0: float
-    repeat: int = 0
-    status: str = Field(description="FINISHED, STOPPED (by ASHA), FAILED or KILLED.")
-    epochs_run: int = 0
-    val_metric: float | None = Field(default=None, description="Last validation metric reported to Tune.")
-    metric: float | None = Field(default=None, description="The gate's metric on the test split (served path).")
-    latency_ms: float | None = Field(default=None, description="Median ms per image, ONNX on CPU (OnnxModel).")
-    onnx_bytes: int | None = None
-    start_ms: int | None = None
-    end_ms: int | None = None
-    error: str = ""
-
-
-class SweepResult(BaseModel):
-    model_name: str
-    dataset: str
-    task: str
-    metric: str = Field(description="The gate's metric key: map50_95 or top1.")
-    metric_label: str
-    parent_run_id: str
-    trials: list[TrialRow]
-    best: str | None = Field(default=None, description="The best trial's name.")
-    registered: str | None = Field(default=None, description="NAME/VERSION of the registered best trial.")
-    aliases: list[str] = Field(default_factory=list)
-
-
-# -- input ------------------------------------------------------------------------------------
-def parse_list(text: str | None, flag: str, kind: type = str) -> list[Any]:
-    """``a,b,c`` → typed values; an empty list or a bad value is one line naming the flag."""
-    items = [s.strip() for s in (text or "").split(",") if s.strip()]
-    if not items:
-        raise ValidationError(f"{flag}: give at least one value (a comma-separated list)")
-    try:
-        values = [kind(s) for s in items]
-    except ValueError:
-        raise ValidationError(f"{flag}: {text!r} is not a comma-separated list of {kind.__name__} values") from None
-    if len(set(values)) != len(values):
-        raise ValidationError(f"{flag}: {text!r} lists a value twice")
-    return values
-
-
-def grid(cfg: SweepConfig) -> list[TrialPoint]:
-    return [TrialPoint(model=m, imgsz=s, lr0=lr, repeat=r)
-            for m, s, lr, r in itertools.product(cfg.models, cfg.imgsz, cfg.lr0, range(cfg.samples))]
-
-
-def trial_config(spec: TrialSpec, point: TrialPoint) -> TrainConfig:
-    """The trial's training parameters, checked by the same rules as ``visionloop train``."""
-    return build_config({}, {"model": point.model, "data": spec.data, "epochs": spec.epochs, "imgsz": point.imgsz,
-                             "name": spec.name, "device": spec.device, "batch": spec.batch,
-                             "seed": spec.seed + point.repeat, "threads": spec.cpus, "patience": spec.epochs})
+from .sweep_spec import (EPOCH_METRIC, LATENCY_RUNS, LATENCY_WARMUP, PARENT_RUN_TAG, TAG_BEST, TAG_STOPPED,
+                         TAG_SWEEP, TAG_TRIAL_ID, VAL_METRIC, SweepConfig, SweepResult, TrialPoint, TrialRow,
+                         TrialSpec, grid, point_of, trial_config)
+from .sweep_trial import TrialPipeline, run_trial
+from .tracking import Tracker, git_commit
 
 
 def _check(cfg: SweepConfig):
@@ -206,113 +81,6 @@ def _check(cfg: SweepConfig):
     return m
 
 
-# -- the trial, in a Ray worker -----------------------------------------------------------------
-class _TuneEvents(NullEvents):
-    """Epochs before the last go to ``tune.report`` (ASHA decides there); the last one is
-    reported with the test metric once the trial's export and evaluation are done."""
-
-    def __init__(self, epochs: int, key: str):
-        self.epochs, self.key = epochs, key
-        self.last: float | None = None
-
-    def epoch(self, em: EpochMetrics) -> None:
-        from ray import tune
-
-        if self.key not in em.metrics:
-            return
-        self.last = em.metrics[self.key]
-        if em.epoch < self.epochs:
-            tune.report({"epoch": em.epoch, VAL_METRIC: self.last})
-
-
-class _TrialPipeline(Pipeline):
-    """The training pipeline without its register step, with lr0/optimizer in the cache key,
-    in a child run; registration is the sweep's, for the best trial only."""
-
-    def __init__(self, cfg: TrainConfig, point: TrialPoint, spec: TrialSpec, events: PipelineEvents,
-                 tags: dict[str, str] | None = None):
-        super().__init__(cfg, events)
-        self.point, self.spec, self.tags = point, spec, tags or {}
-        self.tracker: Tracker | None = None
-
-    def _plan(self) -> Plan:
-        plan = super()._plan()
-        params = {**plan.params, "lr0": self.point.lr0, "optimizer": self.spec.optimizer}
-        return replace(plan, params=params,
-                       cache=StepCache(self.settings.cache_dir, cache_key(plan.manifest, params, plan.code)))
-
-    def _registered_hit(self, plan: Plan):
-        return None  # a trial is never "already registered": the sweep registers
-
-    def _start_run(self, tracker: Tracker, plan: Plan) -> str:
-        """The pipeline's own run start, named after the grid point and tagged as the parent's child."""
-        self.tracker = tracker
-        start = tracker.start
-        tracker.start = lambda _name, tags: start(self.point.label(), {**tags, **self.tags})  # type: ignore[method-assign]
-        return super()._start_run(tracker, plan)
-
-    def _steps(self, tracker: Tracker, plan: Plan) -> PipelineResult:
-        cfg, m = self.cfg, plan.manifest
-        threads = cfg.resolved_threads() if plan.device == "cpu" else 0
-        tracker.params({**plan.params, "data": m.ref, "task": m.task, "name": plan.name, "imgsz": cfg.imgsz,
-                        "engine": "ray-tune", "threads": threads or "-", "sweep.parent": self.spec.parent_run_id})
-        tracker.tags({f"version.{k}": v for k, v in package_versions().items()})
-        ctx = steps.RunContext(cfg, plan, threads, tracker, self.timer, self.events)
-        data_yaml = steps.materialize_step(ctx, self.settings.cache_dir)
-        with hyperparameters(self.point.lr0, self.spec.optimizer):
-            trained = steps.train_step(ctx, data_yaml)
-        exported = steps.export_step(ctx, data_yaml, trained)
-        ev = steps.evaluate_step(ctx, data_yaml, exported, trained.log_file)
-        return PipelineResult(plan.name, None, tracker.run_id, False, m.ref, plan.cache.key, plan.params, ev,
-                              steps=self.timer.records, artifacts={"onnx": str(exported.onnx)})
-
-
-@contextmanager
-def hyperparameters(lr0: float, optimizer: str) -> Iterator[None]:
-    """Set ``lr0`` and the optimizer on every ultralytics trainer made meanwhile (in this process).
-
-    :func:`.trainer.train` passes ultralytics only the TrainConfig's fields; a default callback
-    (copied into each new YOLO) sets these before the optimizer is built, and drops ultralytics'
-    Ray Tune callback, which would report its own second result per epoch."""
-    from ultralytics.utils.callbacks.base import default_callbacks
-
-    def set_args(trainer) -> None:
-        trainer.args.lr0, trainer.args.optimizer = lr0, optimizer
-        for event, fns in trainer.callbacks.items():
-            trainer.callbacks[event] = [f for f in fns
-                                        if not getattr(f, "__module__", "").endswith("callbacks.raytune")]
-
-    default_callbacks["on_pretrain_routine_start"].append(set_args)
-    try:
-        yield
-    finally:
-        default_callbacks["on_pretrain_routine_start"].remove(set_args)
-
-
-def run_trial(config: dict[str, Any]) -> None:
-    """Tune's trainable: one grid point's pipeline in a child run; the final report carries the
-    test metric (ASHA's max_t: Tune stops the trial right after it, with nothing left to do)."""
-    from ray import tune
-
-    get_settings(fresh=True)  # a reused worker process: this trial's environment
-    spec = TrialSpec.model_validate(config["spec"])
-    point = TrialPoint.model_validate({k: config[k] for k in ("model", "imgsz", "lr0", "repeat")})
-    events = _TuneEvents(spec.epochs, EPOCH_METRIC[spec.task])
-    tags = {PARENT_RUN_TAG: spec.parent_run_id, TAG_SWEEP: "trial",
-            TAG_TRIAL_ID: tune.get_context().get_trial_id() or ""}
-    pipe = _TrialPipeline(trial_config(spec, point), point, spec, events, tags)
-    try:
-        res = pipe.run()
-    except SystemExit:  # ASHA stopped the trial inside tune.report (the worker may be gone before this)
-        if pipe.tracker is not None and pipe.tracker.run_id:
-            pipe.tracker.tags({TAG_STOPPED: "stopped early by ASHA"})
-            pipe.tracker.end("KILLED")
-        raise
-    ev = res.eval
-    tune.report({"epoch": spec.epochs, VAL_METRIC: events.last if events.last is not None else 0.0,
-                 "test_metric": ev.primary_value if ev else 0.0, "run_id": res.run_id or ""})
-
-
 # -- the caller's side --------------------------------------------------------------------------
 def _trial_lines(events: PipelineEvents):
     """A Tune callback that tells the caller's events when each trial starts and ends."""
@@ -329,7 +97,7 @@ def _trial_lines(events: PipelineEvents):
             self.events = NullEvents()
 
         def _say(self, trial, what: str) -> None:
-            self.events.message(f"trial {trial.trial_id} {what}: {_point_of(trial.config).label()}")
+            self.events.message(f"trial {trial.trial_id} {what}: {point_of(trial.config).label()}")
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self._say(trial, "started")
@@ -341,10 +109,6 @@ def _trial_lines(events: PipelineEvents):
             self._say(trial, "failed")
 
     return TrialLines(events)
-
-
-def _point_of(config: dict[str, Any]) -> TrialPoint:
-    return TrialPoint.model_validate({k: config[k] for k in ("model", "imgsz", "lr0", "repeat")})
 
 
 def _child_runs(tracker: Tracker, parent_id: str) -> list[Any]:
@@ -490,7 +254,7 @@ class Sweep:
         # grid points whose trial never made a run (failed before it): still a row
         made = {(r.model, r.imgsz, r.lr0, r.repeat) for r in rows}
         for result in by_trial.values():
-            p = _point_of(result.config or {})
+            p = point_of(result.config or {})
             if (p.model, p.imgsz, p.lr0, p.repeat) not in made and result.error:
                 rows.append(TrialRow(trial=p.label(), model=p.model, imgsz=p.imgsz, lr0=p.lr0, repeat=p.repeat,
                                      status="FAILED", error=str(result.error).splitlines()[0]))
@@ -539,7 +303,7 @@ class Sweep:
                          cpus=self.cfg.cpus_per_trial, optimizer=self.cfg.optimizer, device=self.cfg.device,
                          batch=self.cfg.batch, seed=self.cfg.seed)
         cfg = trial_config(spec, point)
-        pipe = _TrialPipeline(cfg, point, spec, NullEvents())
+        pipe = TrialPipeline(cfg, point, spec, NullEvents())
         plan = pipe._plan()  # the same key as the trial's (the same inputs)
         tracker = Tracker(name)
         tracker.run_id = best.run_id
