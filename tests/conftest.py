@@ -89,3 +89,15 @@ def tiny_model(tmp_path_factory) -> TinyModel:
     onnx = Path(YOLO(str(best)).export(format="onnx", imgsz=160, simplify=True))
     test_dir = data_yaml.parent / "images" / "test"
     return TinyModel(best, onnx, data_yaml, list(synthetic.CLASSES), 160, sorted(test_dir.iterdir()))
+
+
+@pytest.fixture(scope="session")
+def tiny_dynamic_onnx(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model exported with dynamic batch and size (``tiny_model.onnx`` is static, batch 1)."""
+    import shutil
+
+    from ultralytics import YOLO
+
+    pt = tmp_path_factory.mktemp("tiny-dynamic") / "dyn.pt"  # export writes beside the .pt
+    shutil.copy(tiny_model.pt, pt)
+    return Path(YOLO(str(pt)).export(format="onnx", imgsz=tiny_model.imgsz, dynamic=True, simplify=True))

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 from serving_helpers import TOKEN, Server, second_version
 
@@ -147,3 +149,39 @@ def test_registry_alias_reload_and_watch(tiny_model, tmp_path, vl_home):
     finally:
         srv.stop()
         watcher.stop()
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads: line")
+
+
+@pytest.mark.parametrize("max_batch", ["1", "2"])
+def test_hot_swaps_leave_no_thread_pools_behind(tiny_dynamic_onnx, tiny_model, tmp_path, max_batch):
+    """Each session owns intra-op threads (3 here) and a batcher one runner: a swapped-out model
+    that stayed referenced would leave them behind, swap after swap."""
+    files = [tiny_dynamic_onnx, second_version(tiny_dynamic_onnx, tmp_path / "v2.onnx")]
+    srv = Server([f"shapes={files[0]}"], tmp_path, "--intra-threads", "4", "--max-batch", max_batch)
+    data = tiny_model.test_images[0].read_bytes()
+
+    def predict() -> None:
+        assert srv.client.post("/v1/models/shapes/predict", files={"file": ("a.png", data)}).status_code == 200
+
+    try:
+        predict()  # the pool's first thread, and the reload's worker thread, exist from here on
+        assert srv.client.post("/v1/models/shapes/reload", headers=AUTH).json()["swapped"] is False
+        baseline = _threads(srv.proc.pid)
+        for i in range(6):
+            r = srv.client.post("/v1/models/shapes/reload", json={"path": str(files[(i + 1) % 2])}, headers=AUTH)
+            assert r.status_code == 200 and r.json()["swapped"], r.text
+            predict()
+        deadline = time.monotonic() + 15  # a session is freed when its last request is done: soon
+        while _threads(srv.proc.pid) > baseline + 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _threads(srv.proc.pid) <= baseline + 2, (baseline, _threads(srv.proc.pid))
+        status = _status(srv)
+        assert status["intra_threads"] == 4 and status["max_batch"] == int(max_batch)
+    finally:
+        srv.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -10,7 +11,7 @@ from pydantic import BaseModel, Field
 from rich import box
 from rich.table import Table
 
-from .console import console, json_option, print_json
+from .console import console, err_console, json_option, print_json
 
 if TYPE_CHECKING:
     from ..registry import ModelCard, ModelVersion
@@ -141,3 +142,39 @@ def _version_tables(v: ModelVersion, card: ModelCard) -> None:
             tags.add_row(k, val)
     tags.add_row("run_id", v.run_id or "-")
     console.print(tags)
+
+
+@app.command("quantize")
+def quantize(ref: str = typer.Argument(..., help="The fp32 version: M/5, M@champion."),
+             calibration_images: int = typer.Option(64, "--calibration-images", min=1,
+                                                    help="Training images to calibrate activation ranges on."),
+             method: str = typer.Option("minmax", "--method", help="Calibration: minmax | percentile | entropy."),
+             max_drop: float = typer.Option(None, "--max-drop", help="Largest allowed mAP50-95 (top-1) drop "
+                                            "(default gate.max_quantization_drop, 0.01)."),
+             config: Path = typer.Option(None, "--config", "-c", help="Config file with a 'gate:' section."),
+             as_json: bool = json_option()) -> None:
+    """Static INT8 (QDQ) version of M/5, calibrated on its training images, evaluated on its test
+    split the served way; registered as a sibling version (tag precision=int8, no alias) only when
+    its accuracy drop is within the gate's limit."""
+    quantize_and_report(ref, calibration_images=calibration_images, method=method, limit=max_drop, config=config,
+                        as_json=as_json)
+
+
+def quantize_and_report(ref: str, *, calibration_images: int = 64, method: str = "minmax", limit: float | None = None,
+                        config: Path | None = None, as_json: bool = False, refusal_fails: bool = True) -> None:
+    """Run the quantization with progress on stderr; a refusal is one line (an error unless
+    ``refusal_fails`` is off: ``train --quantize`` has registered its fp32 version either way)."""
+    from ..training.quantize import QuantizationRefused, quantize_version
+
+    try:
+        report = quantize_version(ref, limit=limit, calibration_images=calibration_images, method=method,  # type: ignore[arg-type]
+                                  config=config, on_progress=lambda m: err_console.print(m, highlight=False))
+    except QuantizationRefused as exc:
+        if refusal_fails:
+            raise
+        err_console.print(f"[yellow]{exc}[/yellow]", highlight=False)
+        return
+    if as_json:
+        return print_json(report)
+    console.print(f"registered {report.version} (precision int8, from {report.source}): {report.summary()}",
+                  markup=False, highlight=False, soft_wrap=True)

@@ -50,7 +50,13 @@ def serve(
     provider: str = typer.Option("auto", envvar="VISIONLOOP_PROVIDER", help="onnxruntime execution provider: auto "
                                  "(CUDA, with TensorRT when present, else CPU) | cpu | cuda | tensorrt | openvino; a "
                                  "named one that is missing is an error."),
-    intra_threads: int = typer.Option(0, min=0, help="onnxruntime threads per session (0: cores / workers)."),
+    intra_threads: int = typer.Option(0, min=0, help="onnxruntime threads per session (0: the CPUs this "
+                                      "process may use, quota-aware; concurrent requests share the session's pool)."),
+    max_batch: int = typer.Option(1, min=1, envvar="VISIONLOOP_MAX_BATCH", help="Micro-batching: run up to N "
+                                  "concurrent requests to a model as one batch (1: off; models with a fixed batch "
+                                  "dimension stay unbatched). Raises --workers-threads to at least N."),
+    max_wait_ms: float = typer.Option(2.0, min=0.0, envvar="VISIONLOOP_MAX_WAIT_MS",
+                                      help="Micro-batching: how long a batch waits for more requests."),
     access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -95,7 +101,8 @@ def serve(
                               full=capture_full, caps=caps, class_quota=class_quota,  # type: ignore[arg-type]
                               aggregate=capture_aggregate),  # type: ignore[arg-type]
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, workers=workers_threads, queue=queue,
-        intra_threads=intra_threads or None, provider=provider, prediction_log=prediction_log,
+        intra_threads=intra_threads or None, max_batch=max_batch, max_wait_ms=max_wait_ms, provider=provider,
+        prediction_log=prediction_log,
         feedback_token=SecretStr(feedback_token) if feedback_token else None, feedback_rate=feedback_rate,
         feedback_max_body_bytes=int(feedback_max_mb * 1024 * 1024),
     )

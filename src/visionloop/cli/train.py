@@ -30,12 +30,17 @@ def train(
     config: Path = typer.Option(None, "--config", "-c", help="Config file with a 'train:' section (default ./visionloop.yaml)."),
     force: bool = typer.Option(None, "--force/--no-force", help="Redo every step even when cached."),
     verbose: bool = typer.Option(None, "--verbose/--quiet", help="Also show the trainer's own log."),
+    quantize: str = typer.Option("none", "--quantize", help="none | int8: also register a static INT8 sibling "
+                                 "version when it keeps its accuracy (gate.max_quantization_drop)."),
 ) -> None:
     """Train a model on a dataset version, export ONNX, evaluate on the test split, register it."""
+    from ..errors import ValidationError
     from ..training.config import load_config
     from ..training.pipeline import run_pipeline
     from .progress import RichPipelineEvents
 
+    if quantize not in ("none", "int8"):
+        raise ValidationError(f"--quantize must be none or int8, not {quantize!r}")
     cfg = load_config(
         config, data=data, model=model, epochs=epochs, batch=batch, imgsz=imgsz, device=device, name=name,
         seed=seed, patience=patience, freeze=freeze, workers=workers, threads=threads, max_width=max_width,
@@ -46,3 +51,7 @@ def train(
     console.print(res.summary_md, markup=False, highlight=False, soft_wrap=True)
     if res.cached:
         err_console.print(f"cached: {res.model_name}/{res.version} already holds this training", highlight=False)
+    if quantize == "int8":
+        from .models import quantize_and_report
+
+        quantize_and_report(f"{res.model_name}/{res.version}", config=config, refusal_fails=False)

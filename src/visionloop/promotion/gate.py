@@ -31,6 +31,9 @@ class Gate(BaseModel):
     resamples: int = Field(default=1000, ge=0, description="Bootstrap resamples of the test images "
                            "(0: no bootstrap, the interval is the point estimate).")
     seed: int = Field(default=0, description="Seed of the resampling (the same comparison gives the same interval).")
+    max_quantization_drop: float = Field(default=0.01, ge=-1.0, le=1.0, description=(
+        "`models quantize` registers an int8 version only when its mAP50-95 (top-1) on the evaluation "
+        "split is at most this much below the fp32 version's (a negative value demands a gain)."))
 
     @classmethod
     def load(cls, config: Path | None = None) -> Gate:

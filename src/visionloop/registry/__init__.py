@@ -34,6 +34,8 @@ from .card import (
     TAG_IMGSZ,
     TAG_MANIFEST_HASH,
     TAG_ONNX_SHA256,
+    TAG_PRECISION,
+    TAG_QUANTIZED_FROM,
     TAG_TASK,
     ModelCard,
     ParitySummary,
@@ -57,7 +59,7 @@ from .versions import (
 __all__ = [
     "CARD_FILE", "CHALLENGER", "CHAMPION", "HISTORY_PREFIX", "LATEST", "METRIC_PREFIX", "ONNX_ARTIFACT_DIR",
     "ONNX_FILE", "TAG_BASE_MODEL", "TAG_CACHE_KEY", "TAG_DATASET", "TAG_EPOCHS", "TAG_GIT_COMMIT", "TAG_IMGSZ",
-    "TAG_MANIFEST_HASH", "TAG_ONNX_SHA256", "TAG_TASK", "AliasChange", "ModelCard", "ModelRef", "ModelVersion",
+    "TAG_MANIFEST_HASH", "TAG_ONNX_SHA256", "TAG_PRECISION", "TAG_QUANTIZED_FROM", "TAG_TASK", "AliasChange", "ModelCard", "ModelRef", "ModelVersion",
     "ParitySummary", "RegisteredModel", "ResolvedModel", "TrackingUnavailableError", "VersionDetail", "alias_history",
     "check_alias", "check_name", "client", "delete_alias", "experiment_id", "find_versions_by_tag", "get_alias",
     "get_card", "get_model", "get_version",

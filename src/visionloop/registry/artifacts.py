@@ -53,11 +53,12 @@ class ResolvedModel(VersionDetail):
 
 
 def register_version(name: str, run_id: str, onnx_path: Path, card: ModelCard,
-                     tags: dict[str, str] | None = None, description: str = "") -> ModelVersion:
+                     tags: dict[str, str] | None = None, description: str = "", alias: bool = True) -> ModelVersion:
     """Log ``onnx_path`` and ``card`` into the run, add them as a new version of ``name``, alias it.
 
     The version's tags are the card's search tags, the ONNX sha256 and ``tags`` (extras). The
     first version of a model becomes ``champion``; later ones ``challenger`` until promoted.
+    ``alias=False`` sets no alias (an int8 sibling: served by number until someone promotes it).
     """
     from mlflow.exceptions import MlflowException
 
@@ -83,7 +84,8 @@ def register_version(name: str, run_id: str, onnx_path: Path, card: ModelCard,
     mv = c.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in all_tags.items()},
                                 description=description)
     version = str(mv.version)
-    set_alias(name, CHAMPION if get_alias(name, CHAMPION) is None else CHALLENGER, version)
+    if alias:
+        set_alias(name, CHAMPION if get_alias(name, CHAMPION) is None else CHALLENGER, version)
     return get_version(name, version)
 
 

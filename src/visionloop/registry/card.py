@@ -26,6 +26,8 @@ TAG_ONNX_SHA256 = "onnx_sha256"
 TAG_CACHE_KEY = "cache_key"
 TAG_BASE_MODEL = "base_model"
 TAG_EPOCHS = "epochs"
+TAG_PRECISION = "precision"  # int8 on a quantized sibling; absent (fp32) otherwise
+TAG_QUANTIZED_FROM = "quantized_from"  # M/V of the fp32 version an int8 one was made from
 METRIC_PREFIX = "metrics."  # metrics.map50, metrics.map50_95, metrics.precision, metrics.recall
 _LEGACY_CLASSES = "classes"  # JSON list on versions registered before cards existed
 
@@ -52,6 +54,8 @@ class ModelCard(BaseModel):
     git_commit: str | None = None
     eval: EvalResult | None = Field(default=None, description="Evaluation on the dataset's frozen test split.")
     parity: ParitySummary | None = None
+    precision: str = Field(default="fp32", description="fp32, or int8 for a quantized sibling version.")
+    quantized_from: str | None = Field(default=None, description="The fp32 version (M/V) an int8 one was made from.")
 
     def search_tags(self) -> dict[str, str]:
         """The version tags for search and display (empty values left out)."""
@@ -60,6 +64,8 @@ class ModelCard(BaseModel):
             TAG_TASK: self.task, TAG_IMGSZ: str(self.imgsz) if self.imgsz else "",
             TAG_BASE_MODEL: self.base_model, TAG_EPOCHS: str(self.epochs) if self.epochs else "",
             TAG_GIT_COMMIT: self.git_commit or "",
+            TAG_PRECISION: self.precision if self.precision != "fp32" else "",
+            TAG_QUANTIZED_FROM: self.quantized_from or "",
         }
         if self.eval is not None:
             tags.update(self.eval.metric_tags())

@@ -18,7 +18,10 @@ class ServeConfig(BaseModel):
     max_pixels: int = MAX_PIXELS
     workers: int = Field(default=2, description="Inference threads (requests run concurrently).")
     queue: int = Field(default=64, description="Queued + running inference jobs before 503.")
-    intra_threads: int | None = Field(default=None, description="onnxruntime intra-op threads per session.")
+    intra_threads: int | None = Field(default=None, description="onnxruntime intra-op threads per session "
+                                      "(None: the available CPUs shared by the workers, or all with batching).")
+    max_batch: int = Field(default=1, ge=1, description="Micro-batching: most requests per session run (1: off).")
+    max_wait_ms: float = Field(default=2.0, ge=0, description="Micro-batching: how long a batch waits to fill.")
     spinning: bool | None = Field(default=None, description="onnxruntime thread spinning; default: on with one worker.")
     provider: str = Field(default="auto", description="Execution provider: auto | cpu | cuda | tensorrt | openvino.")
     prediction_log: bool = Field(default=True, description="Write a compact record of every prediction to the store.")

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONF_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 class Metrics:
@@ -26,6 +27,8 @@ class Metrics:
                                      ["model"], registry=r)
         self.watch_errors = Counter("visionloop_watch_errors", "Watcher polls that failed (registry, download, "
                                     "load or warm-up); the watcher keeps polling.", ["model"], registry=r)
+        self.batch_size = Histogram("visionloop_batch_size", "Images per batched session run (--max-batch).",
+                                    ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("visionloop_queue_depth", "Inference jobs waiting or running.", registry=r)
         self.rejected = Counter("visionloop_rejected", "Requests refused with 503 (queue full or not ready).",
                                 ["reason"], registry=r)

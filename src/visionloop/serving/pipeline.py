@@ -54,15 +54,17 @@ class ServerState:
 
 def build_state(config: ServeConfig) -> ServerState:
     metrics = Metrics()
-    spinning = config.spinning if config.spinning is not None else config.workers == 1
+    workers = max(config.workers, config.max_batch)  # batching: each request of a batch waits on a pool thread
+    spinning = config.spinning if config.spinning is not None else workers == 1
     options = RuntimeOptions(config.intra_threads, spinning, tuple(resolve_providers(config.provider)),
-                             strict_provider=config.provider != "auto")
+                             strict_provider=config.provider != "auto",
+                             max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
     manager = ModelManager([parse_spec(m) for m in config.models], options, metrics)
     token = get_settings().admin_token
     predlog = None
     if config.prediction_log:
         predlog = PredictionLog(config.store_url, on_drop=lambda why: metrics.predlog_dropped.labels(why).inc())
-    return ServerState(config, manager, InferencePool(config.workers, config.queue, metrics), metrics,
+    return ServerState(config, manager, InferencePool(workers, config.queue, metrics), metrics,
                        CaptureWriter(config.capture, metrics, config.store_url),
                        token.get_secret_value() if token else "", predlog,
                        RateLimiter(parse_rate(config.feedback_rate)),

@@ -11,10 +11,14 @@ from __future__ import annotations
 import ast
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
+
 import numpy as np
 
 from ..predictions import Detections, Task
+from .batching import MicroBatcher
 from .errors import ApiError
 from .providers import CPU, available_cpus
 from .postprocess import decode_end2end, decode_yolo_head_scores, scale_boxes, top_k
@@ -35,11 +39,17 @@ class ModelInfo:
     input_name: str
     input_shape: tuple
     output_shape: tuple
+    precision: str = "fp32"  # int8: a quantized version (metadata written by `models quantize`)
 
     @property
     def dynamic(self) -> bool:
         """Input height/width are symbolic: letterbox to the smallest stride multiple, like ultralytics."""
         return not all(isinstance(d, int) for d in self.input_shape[2:])
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """The batch dimension is symbolic: several images can go through one run."""
+        return not isinstance(self.input_shape[0], int)
 
 
 @dataclass(frozen=True)
@@ -104,7 +114,7 @@ def read_info(session) -> ModelInfo:
         task == "detect" and len(out_shape) == 3 and out_shape[-1] == 6 and out_shape[1] != 4 + len(classes)
     )
     return ModelInfo(task, classes, (int(imgsz[0]), int(imgsz[1])), int(_literal(meta.get("stride"), 32) or 32),
-                     end2end, inp.name, in_shape, out_shape)
+                     end2end, inp.name, in_shape, out_shape, meta.get("precision") or "fp32")
 
 
 def check_output(info: ModelInfo, out: np.ndarray) -> None:
@@ -135,6 +145,10 @@ def default_threads(workers: int) -> int:
     """intra-op threads per session so that ``workers`` concurrent runs share the CPUs this
     process may use (its affinity and its container's CPU quota, not the host's core count)."""
     return max(1, available_cpus() // max(1, workers))
+
+
+def run_session(session, input_name: str, tensor: np.ndarray) -> np.ndarray:
+    return session.run(None, {input_name: tensor})[0]
 
 
 def create_session(path: Path, intra_threads: int, spinning: bool = True, providers: list[str] | None = None,
@@ -175,6 +189,27 @@ class OnnxModel:
         self.session = create_session(self.path, self.intra_threads, spinning, providers, strict)
         self.info = read_info(self.session)
         self.providers = list(self.session.get_providers())
+        self.batcher: MicroBatcher | None = None  # start_batching: predict's runs go through it
+
+    def start_batching(self, max_batch: int, max_wait_ms: float, observe: Callable[[int], None] | None = None,
+                       name: str = "vl-batch") -> None:
+        """Gather concurrent predicts into batched runs (needs ``info.dynamic_batch``). The batcher
+        gets the session, not this object: no reference cycle, so a swapped-out model is freed by
+        reference counting the moment its last request ends, not at some later gc pass."""
+        if not self.info.dynamic_batch:
+            raise ValueError(f"{self.path.name} has a fixed batch dimension {self.info.input_shape[0]}")
+        self.batcher = MicroBatcher(partial(run_session, self.session, self.info.input_name), max_batch,
+                                    max_wait_ms, observe, name)
+
+    @property
+    def max_batch(self) -> int:
+        return self.batcher.max_batch if self.batcher else 1
+
+    def close(self) -> None:
+        """Stop batching (the runner thread ends); the session stays usable for requests still
+        holding this model, which then run unbatched."""
+        if self.batcher is not None:
+            self.batcher.close()
 
     def warmup(self, runs: int = 2) -> None:
         """Run grey images through the model (first runs allocate) and check the output shape."""
@@ -188,7 +223,8 @@ class OnnxModel:
         check_output(self.info, out)
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.info.input_name: tensor})[0]
+        """One direct run on the session (warm-up, unbatched serving)."""
+        return run_session(self.session, self.info.input_name, tensor)
 
     def preprocess(self, image: DecodedImage):
         if self.info.task == "classify":
@@ -201,7 +237,7 @@ class OnnxModel:
         tensor, lb = self.preprocess(image)
         t1 = time.perf_counter()
         try:
-            out = self.run(tensor)
+            out = self.batcher.run(tensor) if self.batcher else self.run(tensor)
         except Exception as exc:  # e.g. a model that fails on this input shape
             raise ApiError(500, "inference_failed", f"inference failed: {type(exc).__name__}") from exc
         t2 = time.perf_counter()

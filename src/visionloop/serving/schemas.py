@@ -81,6 +81,10 @@ class ModelStatus(BaseModel):
     classes: list[str] = Field(default_factory=list)
     input_size: list[int] | None = Field(default=None, description="[height, width] of the model input.")
     providers: list[str] = Field(default_factory=list)
+    precision: str | None = Field(default=None, description="fp32, or int8 for a quantized version.")
+    intra_threads: int | None = Field(default=None, description="onnxruntime intra-op threads of the session.")
+    max_batch: int | None = Field(default=None, description="Most images per session run: 1 unbatched, more "
+                                  "with --max-batch on a model whose batch dimension is dynamic.")
     loaded_at: str | None = None
     last_error: str | None = Field(default=None, description="Why the latest load, reload or watcher poll failed "
                                    "(cleared by the next successful load).")
