@@ -242,14 +242,14 @@ def raw_limit(onnx: Path, jpeg: bytes, concurrency: int, total: int) -> dict:
             with lock:
                 lat.append(time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     del ort
-    return summarize(lat, time.perf_counter() - t0, 0)
+    return {**summarize(lat, time.perf_counter() - t0, 0), "cpu_ms": (time.process_time() - cpu0) / total * 1e3}
 
 
 def summarize(lat: list[float], wall: float, errors: int) -> dict:
@@ -259,7 +259,13 @@ def summarize(lat: list[float], wall: float, errors: int) -> dict:
 
 
 # -- HTTP --------------------------------------------------------------------------------------
-def load(url: str, jpeg: bytes, concurrency: int, total: int) -> dict:
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(url: str, jpeg: bytes, concurrency: int, total: int, pid: int) -> dict:
     lat: list[float] = []
     errors, lock, left = [0], threading.Lock(), [total]
 
@@ -281,13 +287,14 @@ def load(url: str, jpeg: bytes, concurrency: int, total: int) -> dict:
     with httpx.Client(timeout=120) as c:  # warm-up outside the measurement
         for _ in range(3):
             c.post(url, files={"file": ("img.jpg", jpeg, "image/jpeg")})
-    t0 = time.perf_counter()
+    t0, cpu0, server0 = time.perf_counter(), time.process_time(), proc_cpu(pid)
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return summarize(lat, time.perf_counter() - t0, errors[0])
+    return {**summarize(lat, time.perf_counter() - t0, errors[0]),
+            "cpu_ms": (proc_cpu(pid) - server0) / total * 1e3, "client_cpu_ms": (time.process_time() - cpu0) / total * 1e3}
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -309,7 +316,7 @@ def serve(cmd: list[str], ready: str, predict: str, port: int, jpeg: bytes, coun
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(f"http://127.0.0.1:{port}{ready}", proc)
-        return {c: load(f"http://127.0.0.1:{port}{predict}", jpeg, c, n) for c, n in counts.items()}
+        return {c: load(f"http://127.0.0.1:{port}{predict}", jpeg, c, n, proc.pid) for c, n in counts.items()}
     finally:
         proc.terminate()
         try:
@@ -378,6 +385,10 @@ def openvino(files: list[Path], n: int) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def cpu_cell(r: dict) -> str:
+    return f"{r['cpu_ms']:.1f}" + (f" ({r['client_cpu_ms']:.1f})" if "client_cpu_ms" in r else "")
+
+
 def report(m: Models, rows: dict[str, dict], counts: dict[int, int], ov: dict | None,
            grid: dict[tuple[int, int], float]) -> str:
     levels = list(counts)
@@ -400,19 +411,23 @@ def report(m: Models, rows: dict[str, dict], counts: dict[int, int], ov: dict | 
              f"(`--workers-threads 2`, one onnxruntime pool of all CPUs per session); micro-batching: `{' '.join(BATCH)}`.",
              "", "| path | " + " | ".join(f"c={c} req/s" for c in levels) + " | " +
              " | ".join(f"c={c} vs limit" for c in levels) + " | " + " | ".join(f"c={c} p50 / p99 ms" for c in levels)
-             + " | errors |",
-             "|---|" + "---:|" * (3 * len(levels) + 1)]
+             + f" | CPU ms / request at c={levels[-1]} (client) | errors |",
+             "|---|" + "---:|" * (3 * len(levels) + 2)]
     for label, res in rows.items():
         lines.append(f"| {label} | " + " | ".join(f"{res[c]['rps']:.1f}" for c in levels) + " | " +
                      " | ".join(f"{res[c]['rps'] / limit[c]['rps']:.2f}x" for c in levels) + " | " +
                      " | ".join(f"{res[c]['p50']:.0f} / {res[c]['p99']:.0f}" for c in levels) + " | "
-                     f"{sum(res[c]['errors'] for c in levels)} |")
+                     f"{cpu_cell(res[levels[-1]])} | {sum(res[c]['errors'] for c in levels)} |")
     c4 = 4 if 4 in levels else levels[-1]
     int8, fp32 = rows["visionloop int8"][c4]["rps"], rows["visionloop fp32"][c4]["rps"]
     hi = levels[-1]
     on, off = rows["visionloop int8, micro-batching"][hi]["p99"], rows["visionloop int8"][hi]["p99"]
     on32, off32 = rows["visionloop fp32, micro-batching"][hi]["p99"], rows["visionloop fp32"][hi]["p99"]
-    lines += ["", f"Goals at c={c4}: int8 server {int8 / limit[c4]['rps']:.2f}x the raw fp32 limit (goal ≥ 1.5x); "
+    lines += ["", f"CPU ms / request: CPU time (user + system) of the server process per answered request at "
+              f"c={levels[-1]}, from /proc; in brackets the load generator's own per request (it shares the cores); "
+              "for the raw rows, this process per `session.run`. The HTTP servers' gap to the raw limit is their "
+              "extra CPU per request (decode, letterbox, HTTP, JSON) plus the client's.",
+              "", f"Goals at c={c4}: int8 server {int8 / limit[c4]['rps']:.2f}x the raw fp32 limit (goal ≥ 1.5x); "
               f"fp32 server {fp32 / limit[c4]['rps']:.2f}x (goal ≥ 0.9x). p99 at c={hi} with micro-batching "
               f"on/off: fp32 {on32:.0f}/{off32:.0f} ms, int8 {on:.0f}/{off:.0f} ms (goal: on no worse)."]
     lines += ["", "Micro-batching on this CPU, in-process (fp32, one session as the server sets it up): " + ", ".join(

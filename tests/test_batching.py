@@ -4,6 +4,8 @@ swaps with it, and the real server answering concurrent requests exactly as an u
 from __future__ import annotations
 
 import gc
+import threading
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -110,6 +112,33 @@ def test_many_threads_mixed_shapes_equal_direct_runs(direct):
     t = _tensor(rng, SHAPES[2])  # after close: runs directly on the session
     np.testing.assert_array_equal(batcher.run(t), direct(t))
     assert sum(sizes) == 60
+
+
+def test_several_runners_batch_at_once_and_all_stop(direct):
+    """runners=2 (the server's --workers-threads): two batched runs go on at the same time."""
+    rng, sizes, lock = np.random.default_rng(3), [], threading.Lock()
+    running, most = [0], [0]
+
+    def run(t: np.ndarray) -> np.ndarray:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.01)  # long enough that the other runner's batch overlaps this one
+            return direct(t)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    batcher = MicroBatcher(run, 3, 5.0, sizes.append, runners=2)
+    try:
+        assert batcher.runners == 2
+        _run_all(batcher, direct, [_tensor(rng, SHAPES[0]) for _ in range(40)], threads=8)
+        assert sum(sizes) == 40 and max(sizes) <= 3 and max(sizes) > 1
+        assert most[0] == 2, "the two runners never ran at once"
+    finally:
+        batcher.close()
+    assert not batcher.running
 
 
 def test_an_error_fails_its_group_only_and_the_runner_goes_on():

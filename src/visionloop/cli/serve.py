@@ -54,7 +54,7 @@ def serve(
                                       "process may use, quota-aware; concurrent requests share the session's pool)."),
     max_batch: int = typer.Option(1, min=1, envvar="VISIONLOOP_MAX_BATCH", help="Micro-batching: run up to N "
                                   "concurrent requests to a model as one batch (1: off; models with a fixed batch "
-                                  "dimension stay unbatched). Raises --workers-threads to at least N."),
+                                  "dimension stay unbatched); each of --workers-threads runs one batch at a time."),
     max_wait_ms: float = typer.Option(2.0, min=0.0, envvar="VISIONLOOP_MAX_WAIT_MS",
                                       help="Micro-batching: how long a batch waits for more requests."),
     access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),

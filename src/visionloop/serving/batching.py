@@ -6,14 +6,17 @@ none when concurrent unbatched runs already keep every core busy). Requests arri
 a time, so a batch has to be gathered: the price is up to ``max_wait_ms`` of extra latency.
 
 How: callers (inference pool threads, after their own decode and preprocess) hand one
-``(1, 3, h, w)`` tensor to :meth:`MicroBatcher.run` and block on a future. One runner thread
-per batcher takes the first waiting tensor, gathers more until ``max_batch`` tensors or
+``(1, 3, h, w)`` tensor to :meth:`MicroBatcher.run` and block on a future. Each of ``runners``
+threads takes the first waiting tensor, gathers more until ``max_batch`` tensors or
 ``max_wait_ms`` passed, groups them by shape (the dynamic letterbox gives other h, w for other
 aspect ratios; only equal shapes can be stacked), runs each group as one batch and hands
 ``out[i:i+1]`` back to its caller. An exception fails every caller of that group, nobody else.
+One runner suits a GPU (one big batch at a time); on a CPU, where a batch costs as much per
+image as a single run, ``runners`` = the server's workers keeps as many runs going at once as
+without batching, so batching costs no throughput there (bench/RESULTS.md).
 
-After :meth:`close` (the model was swapped out, or the server stops) the runner drains what was
-already queued and ends; a later call runs directly on the session. The batcher holds only the
+After :meth:`close` (the model was swapped out, or the server stops) the runners drain what was
+already queued and end; a later call runs directly on the session. The batcher holds only the
 ``run`` callable it was given (the session), never the model object, so a swapped-out model is
 freed, with its session and threads, as soon as its last request is done.
 """
@@ -44,16 +47,18 @@ class MicroBatcher:
     """Gathers single-image tensors into batches of at most ``max_batch`` for ``run``."""
 
     def __init__(self, run: Run, max_batch: int, max_wait_ms: float,
-                 observe: Callable[[int], None] | None = None, name: str = "vl-batch"):
-        if max_batch < 1 or max_wait_ms < 0:
-            raise ValueError(f"max_batch must be >= 1 and max_wait_ms >= 0, not {max_batch}, {max_wait_ms}")
+                 observe: Callable[[int], None] | None = None, name: str = "vl-batch", runners: int = 1):
+        if max_batch < 1 or max_wait_ms < 0 or runners < 1:
+            raise ValueError(f"max_batch and runners must be >= 1 and max_wait_ms >= 0, not {max_batch}, "
+                             f"{runners}, {max_wait_ms}")
         self._run, self.max_batch, self.max_wait_s = run, max_batch, max_wait_ms / 1e3
         self._observe = observe  # called with each batch's size (the batch-size histogram)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders submits against close: nothing is queued after _STOP
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(runners)]
+        for t in self._threads:
+            t.start()
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """The model's output for one ``(1, ...)`` tensor, computed in a batch with others."""
@@ -67,18 +72,24 @@ class MicroBatcher:
         return item.future.result()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop gathering: serve what is queued, end the runner thread (idempotent)."""
+        """Stop gathering: serve what is queued, end the runner threads (idempotent)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(_STOP)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+            for _ in self._threads:  # one marker per runner: each ends at the first it meets
+                self._queue.put(_STOP)
+        for t in self._threads:
+            if threading.current_thread() is not t:
+                t.join(timeout)
+
+    @property
+    def runners(self) -> int:
+        return len(self._threads)
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        return any(t.is_alive() for t in self._threads)
 
     # -- the runner thread ------------------------------------------------------------------
     def _loop(self) -> None:

@@ -67,6 +67,7 @@ class RuntimeOptions:
     strict_provider: bool = False  # a provider named by --provider must load (auto may fall back)
     max_batch: int = 1  # > 1: micro-batching (serving.batching) for models with a dynamic batch dimension
     max_wait_ms: float = 2.0
+    batch_runners: int = 1  # concurrent batched runs per model (the server: --workers-threads)
 
     def session_threads(self) -> int:
         """intra-op threads of one session: --intra-threads, else every CPU this process may use.
@@ -171,7 +172,8 @@ class ModelManager:
         model.warmup()
         if batching:  # after the warm-up: a model that fails it leaves no runner thread behind
             model.start_batching(self.options.max_batch, self.options.max_wait_ms,
-                                 self.metrics.batch_size.labels(name).observe, f"vl-batch-{name}")
+                                 self.metrics.batch_size.labels(name).observe, f"vl-batch-{name}",
+                                 self.options.batch_runners)
         return LoadedModel(name, source.version, model, source, _now())
 
     def _record(self, slot: Slot, message: str) -> None:

@@ -54,11 +54,12 @@ class ServerState:
 
 def build_state(config: ServeConfig) -> ServerState:
     metrics = Metrics()
-    workers = max(config.workers, config.max_batch)  # batching: each request of a batch waits on a pool thread
+    # batching: --workers-threads batched runs at once, each request of a batch waiting on a pool thread
+    workers = config.workers * config.max_batch
     spinning = config.spinning if config.spinning is not None else workers == 1
     options = RuntimeOptions(config.intra_threads, spinning, tuple(resolve_providers(config.provider)),
-                             strict_provider=config.provider != "auto",
-                             max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
+                             strict_provider=config.provider != "auto", max_batch=config.max_batch,
+                             max_wait_ms=config.max_wait_ms, batch_runners=config.workers)
     manager = ModelManager([parse_spec(m) for m in config.models], options, metrics)
     token = get_settings().admin_token
     predlog = None

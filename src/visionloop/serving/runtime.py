@@ -192,14 +192,14 @@ class OnnxModel:
         self.batcher: MicroBatcher | None = None  # start_batching: predict's runs go through it
 
     def start_batching(self, max_batch: int, max_wait_ms: float, observe: Callable[[int], None] | None = None,
-                       name: str = "vl-batch") -> None:
+                       name: str = "vl-batch", runners: int = 1) -> None:
         """Gather concurrent predicts into batched runs (needs ``info.dynamic_batch``). The batcher
         gets the session, not this object: no reference cycle, so a swapped-out model is freed by
         reference counting the moment its last request ends, not at some later gc pass."""
         if not self.info.dynamic_batch:
             raise ValueError(f"{self.path.name} has a fixed batch dimension {self.info.input_shape[0]}")
         self.batcher = MicroBatcher(partial(run_session, self.session, self.info.input_name), max_batch,
-                                    max_wait_ms, observe, name)
+                                    max_wait_ms, observe, name, runners)
 
     @property
     def max_batch(self) -> int:
