@@ -113,7 +113,7 @@ def test_refusal_shows_both_numbers_and_registers_nothing(home, quantized):
     with using_home(home):
         before = [v.version for v in registry.list_versions("qdet")]
         runs = len(registry.client().search_runs([registry.experiment_id("qdet")]))
-    res = run_cli("models", "quantize", "qdet/1", "--max-drop", "-1", env=_env(home))  # demands a gain of 1.0
+    res = run_cli("models", "quantize", "qdet/1", "--force", "--max-drop", "-1", env=_env(home))  # a gain of 1.0
     assert res.returncode != 0
     assert "int8 refused for qdet/1: map50_95 fp32 " in res.stderr and "nothing registered" in res.stderr
     assert "Traceback" not in res.stderr and res.stderr.strip().count("\n") < 6
@@ -124,6 +124,7 @@ def test_refusal_shows_both_numbers_and_registers_nothing(home, quantized):
 
 @pytest.mark.parametrize("args, message", [
     (["qdet/2"], "already an int8 version"),
+    (["qdet/1"], "qdet/1 already has an int8 version, qdet/2 (--force makes another)"),
     (["qdet/1", "--method", "magic"], "--method must be one of"),
     (["qdet/9"], "no version 9"),
 ])
@@ -156,3 +157,18 @@ def test_train_quantize_int8_classifier_serves_top_k(home, tmp_path):
         assert out["fp"]["classes"][0]["class_id"] == out["q"]["classes"][0]["class_id"]
     finally:
         server.stop()
+    again = run_cli(*CLASSIFY, env=_env(home))  # a cached training keeps its int8 version
+    assert again.returncode == 0, again.stderr
+    assert "cached: qcls/1" in again.stderr and "qcls/1 has its int8 version already, qcls/2" in again.stderr
+    with using_home(home):
+        assert [v.version for v in registry.list_versions("qcls")] == ["1", "2"]
+    # another calibration method on demand: registered exactly when its own numbers pass the gate
+    res = run_cli("models", "quantize", "qcls/1", "--force", "--method", "percentile", "--json", env=_env(home))
+    with using_home(home):
+        versions = [v.version for v in registry.list_versions("qcls")]
+    if res.returncode == 0:
+        report = json.loads(res.stdout)
+        assert report["method"] == "percentile" and report["drop"] <= report["limit"] and report["version"] == "qcls/3"
+        assert versions == ["1", "2", "3"]
+    else:
+        assert "int8 refused for qcls/1: top1 fp32" in res.stderr and versions == ["1", "2"]

@@ -152,23 +152,30 @@ def quantize(ref: str = typer.Argument(..., help="The fp32 version: M/5, M@champ
              max_drop: float = typer.Option(None, "--max-drop", help="Largest allowed mAP50-95 (top-1) drop "
                                             "(default gate.max_quantization_drop, 0.01)."),
              config: Path = typer.Option(None, "--config", "-c", help="Config file with a 'gate:' section."),
+             force: bool = typer.Option(False, "--force", help="Make another int8 version even if one exists."),
              as_json: bool = json_option()) -> None:
     """Static INT8 (QDQ) version of M/5, calibrated on its training images, evaluated on its test
     split the served way; registered as a sibling version (tag precision=int8, no alias) only when
     its accuracy drop is within the gate's limit."""
     quantize_and_report(ref, calibration_images=calibration_images, method=method, limit=max_drop, config=config,
-                        as_json=as_json)
+                        force=force, as_json=as_json)
 
 
 def quantize_and_report(ref: str, *, calibration_images: int = 64, method: str = "minmax", limit: float | None = None,
-                        config: Path | None = None, as_json: bool = False, refusal_fails: bool = True) -> None:
+                        config: Path | None = None, force: bool = False, as_json: bool = False,
+                        refusal_fails: bool = True) -> None:
     """Run the quantization with progress on stderr; a refusal is one line (an error unless
-    ``refusal_fails`` is off: ``train --quantize`` has registered its fp32 version either way)."""
-    from ..training.quantize import QuantizationRefused, quantize_version
+    ``refusal_fails`` is off: ``train --quantize`` has registered its fp32 version either way,
+    and a cached training keeps the int8 version it has)."""
+    from ..training.quantize import QuantizationRefused, int8_sibling, quantize_version
 
+    if not refusal_fails and (existing := int8_sibling(ref)) is not None:
+        err_console.print(f"int8: {ref} has its int8 version already, {existing.ref}", highlight=False)
+        return
     try:
         report = quantize_version(ref, limit=limit, calibration_images=calibration_images, method=method,  # type: ignore[arg-type]
-                                  config=config, on_progress=lambda m: err_console.print(m, highlight=False))
+                                  config=config, force=force,
+                                  on_progress=lambda m: err_console.print(m, highlight=False))
     except QuantizationRefused as exc:
         if refusal_fails:
             raise

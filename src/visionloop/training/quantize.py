@@ -18,17 +18,17 @@ time goes, are quantized. The classifier's final layer and softmax stay in float
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 import time
-from contextlib import chdir, contextmanager
+from contextlib import chdir, contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
 
 from ..errors import ValidationError, VisionloopError
-from ..evaluation import EvalResult
 
 from ..registry.card import TAG_PRECISION as PRECISION_TAG
 from ..registry.card import TAG_QUANTIZED_FROM as QUANTIZED_FROM_TAG
@@ -124,11 +124,13 @@ class _Reader:
 
 @contextmanager
 def _quiet():
-    """onnxruntime's quantizer logs advice on the root logger; the caller reports progress itself."""
+    """onnxruntime's quantizer logs advice on the root logger and its histogram calibrators print to
+    stdout (which `--json` owns); the caller reports progress itself."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        yield
+        with open(os.devnull, "w") as sink, redirect_stdout(sink):
+            yield
     finally:
         logging.disable(previous)
 
@@ -174,17 +176,22 @@ def quantize_file(fp32: Path, out: Path, files: list[Path], method: Method = "mi
     return len(exclude)
 
 
-def _metric(ev: EvalResult) -> tuple[str, float]:
-    return ev.primary, ev.primary_value
+def int8_sibling(ref: str):
+    """The int8 version already made from the fp32 version ``ref`` (M/5), or None."""
+    from .. import registry
+
+    found = registry.find_versions_by_tag(ref.split("/")[0], QUANTIZED_FROM_TAG, ref)
+    return found[-1] if found else None
 
 
 def quantize_version(ref: str, *, limit: float | None = None, calibration_images: int = CALIBRATION_IMAGES,
-                     method: Method = "minmax", config: Path | None = None,
+                     method: Method = "minmax", config: Path | None = None, force: bool = False,
                      on_progress: Callable[[str], None] | None = None) -> QuantizationReport:
     """Quantize the version ``ref`` names, evaluate both files the served way, register the int8
     sibling when the drop is within ``limit`` (default ``gate.max_quantization_drop``).
 
     Raises QuantizationRefused (with the report's numbers) when it is not; nothing is registered then.
+    A version that has an int8 sibling already is refused unless ``force`` (another method, say).
     """
     from .. import registry
     from ..datasets.catalog import Catalog
@@ -205,6 +212,9 @@ def quantize_version(ref: str, *, limit: float | None = None, calibration_images
     if resolved.tags.get(PRECISION_TAG) == INT8:
         raise ValidationError(f"{resolved.ref} is already an int8 version (quantized from "
                               f"{resolved.tags.get(QUANTIZED_FROM_TAG, '?')}); quantize its fp32 version")
+    existing = int8_sibling(resolved.ref)
+    if existing is not None and not force:
+        raise ValidationError(f"{resolved.ref} already has an int8 version, {existing.ref} (--force makes another)")
     card = resolved.card
     if not card.dataset:
         raise ValidationError(f"{resolved.ref} records no dataset: nothing to calibrate and evaluate on")
@@ -229,8 +239,7 @@ def quantize_version(ref: str, *, limit: float | None = None, calibration_images
         imgsz = card.imgsz or None
         fp32_ev = run_evaluation(resolved.onnx_path, data_yaml, split, imgsz=imgsz).result
         int8_ev = run_evaluation(int8_path, data_yaml, split, imgsz=imgsz).result
-        metric, before = _metric(fp32_ev)
-        _, after = _metric(int8_ev)
+        metric, before, after = fp32_ev.primary, fp32_ev.primary_value, int8_ev.primary_value
         report = QuantizationReport(
             source=resolved.ref, metric=metric, fp32=before, int8=after, drop=round(before - after, 6),
             limit=gate_limit, split=split, images=int8_ev.images, calibration_images=len(files), method=method,
