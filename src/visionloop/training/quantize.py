@@ -147,6 +147,7 @@ def quantize_file(fp32: Path, out: Path, files: list[Path], method: Method = "mi
 
     from ..files import atomic_write_bytes
     from ..serving.runtime import OnnxModel
+    from .export import read_metadata, write_metadata
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
@@ -166,13 +167,8 @@ def quantize_file(fp32: Path, out: Path, files: list[Path], method: Method = "mi
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=methods[method], nodes_to_exclude=exclude,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        q = onnx.load(str(staged))
-        meta = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
-        meta[PRECISION_TAG] = INT8
-        del q.metadata_props[:]
-        for k, v in meta.items():
-            q.metadata_props.add(key=k, value=v)
-        atomic_write_bytes(out, q.SerializeToString())
+        write_metadata(staged, {**read_metadata(fp32), PRECISION_TAG: INT8})  # classes, imgsz, task: as served
+        atomic_write_bytes(out, staged.read_bytes())
     return len(exclude)
 
 
