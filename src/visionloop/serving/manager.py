@@ -171,9 +171,8 @@ class ModelManager:
             batching = False
         model.warmup()
         if batching:  # after the warm-up: a model that fails it leaves no runner thread behind
-            model.start_batching(self.options.max_batch, self.options.max_wait_ms,
-                                 self.metrics.batch_size.labels(name).observe, f"vl-batch-{name}",
-                                 self.options.batch_runners)
+            model.start_batching(o.max_batch, o.max_wait_ms, self.metrics.batch_size.labels(name).observe,
+                                 f"vl-batch-{name}", o.batch_runners)
         return LoadedModel(name, source.version, model, source, _now())
 
     def _record(self, slot: Slot, message: str) -> None:
