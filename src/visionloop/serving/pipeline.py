@@ -81,8 +81,9 @@ def close_state(st: ServerState) -> None:
         st.predlog.close()
 
 
-def state_of(request: Request) -> ServerState:
-    """FastAPI dependency: the app's state (one per ``create_app``)."""
+async def state_of(request: Request) -> ServerState:
+    """FastAPI dependency: the app's state (one per ``create_app``). Async: FastAPI would run a
+    plain ``def`` dependency on a threadpool thread, a thread hop per request."""
     return request.app.state.vl
 
 

@@ -45,10 +45,10 @@ _FEEDBACK_BODY = {"requestBody": {"required": True, "content": {
 router = APIRouter()
 
 
-def _params(conf: float = Query(0.25, ge=0, le=1, description="Minimum confidence."),
-            iou: float = Query(0.7, ge=0, le=1, description="NMS IoU threshold."),
-            max_det: int = Query(300, ge=1, le=10000, description="Maximum detections."),
-            top_k: int = Query(5, ge=1, le=1000, description="Classification: classes returned.")) -> PredictParams:
+async def _params(conf: float = Query(0.25, ge=0, le=1, description="Minimum confidence."),
+                  iou: float = Query(0.7, ge=0, le=1, description="NMS IoU threshold."),
+                  max_det: int = Query(300, ge=1, le=10000, description="Maximum detections."),
+                  top_k: int = Query(5, ge=1, le=1000, description="Classification: classes returned.")) -> PredictParams:
     return PredictParams(conf=conf, iou=iou, max_det=max_det, top_k=top_k)
 
 
