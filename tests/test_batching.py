@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import run_cli
 from serving_helpers import Server, as_rows, assert_parity, det_rows, jpeg_bytes, second_version
-from visionloop.serving.batching import MicroBatcher
+from visionloop.serving.batching import MicroBatcher, batching_pays
 from visionloop.serving.manager import ModelManager, RuntimeOptions
 from visionloop.serving.metrics import Metrics
 from visionloop.serving.preprocess import decode_image
@@ -141,6 +141,41 @@ def test_several_runners_batch_at_once_and_all_stop(direct):
     assert not batcher.running
 
 
+class CostClock:
+    """A clock only the runs move: a run of B images costs ``cost(B)`` seconds. measure_gain's
+    answer then follows the cost model, not this machine's noise."""
+
+    def __init__(self, cost):
+        self.cost, self.now, self.lock = cost, 0.0, threading.Lock()
+
+    def __call__(self) -> float:
+        with self.lock:
+            return self.now
+
+    def run(self, direct):
+        def run(t: np.ndarray) -> np.ndarray:
+            with self.lock:
+                self.now += self.cost(len(t))
+            return direct(t)
+        return run
+
+
+@pytest.mark.parametrize(("cost", "gain"), [(lambda b: 0.010, 4.0),  # a GPU: a batch costs what one image does
+                                            (lambda b: 0.004 * b, 1.0),  # this CPU: the same per image
+                                            (lambda b: 0.004 * b + 0.002, 4 / 3)])  # a fixed cost per run saved
+@pytest.mark.parametrize("streams", [1, 2])
+def test_measure_gain_follows_what_a_batch_costs(direct, cost, gain, streams):
+    from visionloop.serving.batching import measure_gain
+
+    clock, calls = CostClock(cost), []
+    run = clock.run(direct)
+    got = measure_gain(lambda t: calls.append(len(t)) or run(t), _tensor(np.random.default_rng(6), SHAPES[0]), 4,
+                       streams, clock=clock)
+    assert got == pytest.approx(gain)
+    assert batching_pays(got) == (gain > 1)
+    assert sorted(set(calls)) == [1, 4] and calls.count(4) == 3 * streams  # warm-up + 2 rounds, every stream
+
+
 def test_an_error_fails_its_group_only_and_the_runner_goes_on():
     def run(t: np.ndarray) -> np.ndarray:
         if (t < 0).any():
@@ -199,7 +234,7 @@ def test_manager_swaps_free_the_old_model_and_its_runner(head, tmp_path):
     static = head_model(tmp_path / "static.onnx", dynamic_batch=False)
     metrics = Metrics()
     manager = ModelManager([parse_spec(f"h={head}"), parse_spec(f"s={static}")],
-                           RuntimeOptions(max_batch=4, max_wait_ms=1.0), metrics)
+                           RuntimeOptions(max_batch=4, max_wait_ms=1.0, batch_adaptive=False), metrics)
     manager.load_all()
     try:
         status = {s.name: s for s in manager.status()}
@@ -250,8 +285,9 @@ def _models(srv: Server) -> dict[str, dict]:
 def test_server_batches_concurrent_requests_like_an_unbatched_one(tiny_model, tiny_dynamic_onnx, tmp_path):
     images = _images(tiny_model)
     batched = Server([f"dyn={tiny_dynamic_onnx}", f"static={tiny_model.onnx}"], tmp_path,
-                     "--max-batch", "4", "--max-wait-ms", "20", "--workers-threads", "4")
+                     "--max-batch", "4", "--max-wait-ms", "20", "--workers-threads", "4", "--batch-policy", "always")
     plain = Server([f"dyn={tiny_dynamic_onnx}"], tmp_path)
+    adaptive = Server([f"dyn={tiny_dynamic_onnx}"], tmp_path, "--max-batch", "4")  # the default policy
     try:
         want = [_predict(plain.url, "dyn", data) for data in images]
         assert all(len(w) for w in want)
@@ -274,9 +310,18 @@ def test_server_batches_concurrent_requests_like_an_unbatched_one(tiny_model, ti
         assert _models(plain)["dyn"]["max_batch"] == 1 and _models(plain)["dyn"]["intra_threads"] == cpus
         assert "model static: input batch dimension is fixed" in batched.log.read_text()
         assert len(_predict(batched.url, "static", images[0]))  # a static-batch model still serves
+        assert status["dyn"]["batch_gain"] is None and _models(plain)["dyn"]["batch_gain"] is None  # not measured
+
+        measured = _models(adaptive)["dyn"]  # batched only if its batches measured cheaper at load
+        assert measured["batch_gain"] > 0
+        assert measured["max_batch"] == (4 if batching_pays(measured["batch_gain"]) else 1), measured
+        assert ("serving unbatched" in adaptive.log.read_text()) == (measured["max_batch"] == 1)
+        for data, w in zip(images, want):
+            assert_parity(_predict(adaptive.url, "dyn", data), w, min_iou=0.999, conf_tol=1e-3)
     finally:
         batched.stop()
         plain.stop()
+        adaptive.stop()
 
 
 @pytest.mark.parametrize(("args", "env", "words"), [
@@ -287,3 +332,9 @@ def test_server_batches_concurrent_requests_like_an_unbatched_one(tiny_model, ti
 def test_cli_refuses_bad_batching_options(tmp_path, args, env, words):
     r = run_cli("serve", "--model", str(tmp_path / "m.onnx"), "--port", "1", *args, env=env)
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_cli_refuses_an_unknown_batch_policy(tmp_path):
+    r = run_cli("serve", "--model", str(tmp_path / "m.onnx"), "--port", "1", "--batch-policy", "sometimes")
+    assert r.returncode == 1 and "--batch-policy must be adaptive or always" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -57,6 +57,9 @@ def serve(
                                   "dimension stay unbatched); each of --workers-threads runs one batch at a time."),
     max_wait_ms: float = typer.Option(2.0, min=0.0, envvar="VISIONLOOP_MAX_WAIT_MS",
                                       help="Micro-batching: how long a batch waits for more requests."),
+    batch_policy: str = typer.Option("adaptive", envvar="VISIONLOOP_BATCH_POLICY", help="Micro-batching: adaptive "
+                                     "(batch a model only if, measured at load, its batches are at least 10% cheaper "
+                                     "per image than single runs) | always."),
     access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
@@ -67,6 +70,8 @@ def serve(
 
     from ..serving.ratelimit import parse_rate
 
+    if batch_policy not in ("adaptive", "always"):
+        raise ValidationError(f"--batch-policy must be adaptive or always, not {batch_policy!r}")
     if capture not in ("none", "low-confidence", "all"):
         raise ValidationError(f"--capture must be none, low-confidence or all, not {capture!r}")
     if capture_full not in ("refuse", "drop-oldest"):
@@ -101,7 +106,8 @@ def serve(
                               full=capture_full, caps=caps, class_quota=class_quota,  # type: ignore[arg-type]
                               aggregate=capture_aggregate),  # type: ignore[arg-type]
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, workers=workers_threads, queue=queue,
-        intra_threads=intra_threads or None, max_batch=max_batch, max_wait_ms=max_wait_ms, provider=provider,
+        intra_threads=intra_threads or None, max_batch=max_batch, max_wait_ms=max_wait_ms,
+        batch_policy=batch_policy, provider=provider,  # type: ignore[arg-type]
         prediction_log=prediction_log,
         feedback_token=SecretStr(feedback_token) if feedback_token else None, feedback_rate=feedback_rate,
         feedback_max_body_bytes=int(feedback_max_mb * 1024 * 1024),

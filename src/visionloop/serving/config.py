@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from ..datasets.images import MAX_PIXELS
@@ -22,6 +24,9 @@ class ServeConfig(BaseModel):
                                       "(None: the available CPUs shared by the workers, or all with batching).")
     max_batch: int = Field(default=1, ge=1, description="Micro-batching: most requests per session run (1: off).")
     max_wait_ms: float = Field(default=2.0, ge=0, description="Micro-batching: how long a batch waits to fill.")
+    batch_policy: Literal["adaptive", "always"] = Field(
+        default="adaptive", description="Micro-batching: only for a model whose batches measure cheaper per "
+        "image at load (adaptive), or always.")
     spinning: bool | None = Field(default=None, description="onnxruntime thread spinning; default: on with one worker.")
     provider: str = Field(default="auto", description="Execution provider: auto | cpu | cuda | tensorrt | openvino.")
     prediction_log: bool = Field(default=True, description="Write a compact record of every prediction to the store.")

@@ -28,6 +28,7 @@ from typing import Callable, TypeVar
 
 from ..errors import VisionloopError
 from .errors import ApiError, from_visionloop, not_ready, overloaded
+from .batching import batching_pays
 from .metrics import Metrics
 from .runtime import ModelLoadError, OnnxModel, default_threads, first_line
 from .schemas import ModelStatus, ReloadResponse
@@ -68,6 +69,7 @@ class RuntimeOptions:
     max_batch: int = 1  # > 1: micro-batching (serving.batching) for models with a dynamic batch dimension
     max_wait_ms: float = 2.0
     batch_runners: int = 1  # concurrent batched runs per model (the server: --workers-threads)
+    batch_adaptive: bool = True  # batch only a model whose batches measure cheaper per image at load
 
     def session_threads(self) -> int:
         """intra-op threads of one session: --intra-threads, else every CPU this process may use.
@@ -155,6 +157,7 @@ class ModelManager:
                 input_size=list(info.imgsz) if info else None, providers=cur.model.providers if cur else [],
                 precision=info.precision if info else None,
                 intra_threads=cur.model.intra_threads if cur else None, max_batch=cur.model.max_batch if cur else None,
+                batch_gain=cur.model.batch_gain if cur else None,
                 loaded_at=cur.loaded_at if cur else None, last_error=slot.last_error, last_error_at=slot.last_error_at,
                 pinned=slot.pin is not None, last_check_at=slot.last_check_at, watch_errors=slot.watch_errors,
             ))
@@ -170,6 +173,13 @@ class ModelManager:
                         name, model.info.input_shape[0])
             batching = False
         model.warmup()
+        if batching and o.batch_adaptive:
+            gain = model.measure_batching(o.max_batch, o.batch_runners)
+            if not batching_pays(gain):
+                log.info("model %s: batches of %d measured %.2fx the images/s of single runs (%d at once): "
+                         "serving unbatched (--batch-policy always batches anyway)", name, o.max_batch, gain,
+                         o.batch_runners)
+                batching = False
         if batching:  # after the warm-up: a model that fails it leaves no runner thread behind
             model.start_batching(o.max_batch, o.max_wait_ms, self.metrics.batch_size.labels(name).observe,
                                  f"vl-batch-{name}", o.batch_runners)

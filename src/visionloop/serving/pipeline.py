@@ -59,7 +59,8 @@ def build_state(config: ServeConfig) -> ServerState:
     spinning = config.spinning if config.spinning is not None else workers == 1
     options = RuntimeOptions(config.intra_threads, spinning, tuple(resolve_providers(config.provider)),
                              strict_provider=config.provider != "auto", max_batch=config.max_batch,
-                             max_wait_ms=config.max_wait_ms, batch_runners=config.workers)
+                             max_wait_ms=config.max_wait_ms, batch_runners=config.workers,
+                             batch_adaptive=config.batch_policy == "adaptive")
     manager = ModelManager([parse_spec(m) for m in config.models], options, metrics)
     token = get_settings().admin_token
     predlog = None

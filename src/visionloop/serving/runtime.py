@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..predictions import Detections, Task
-from .batching import MicroBatcher
+from .batching import MicroBatcher, measure_gain
 from .errors import ApiError
 from .providers import CPU, available_cpus
 from .postprocess import decode_end2end, decode_yolo_head_scores, scale_boxes, top_k
@@ -190,6 +190,7 @@ class OnnxModel:
         self.info = read_info(self.session)
         self.providers = list(self.session.get_providers())
         self.batcher: MicroBatcher | None = None  # start_batching: predict's runs go through it
+        self.batch_gain: float | None = None  # measure_batching: batched over single images/s
 
     def start_batching(self, max_batch: int, max_wait_ms: float, observe: Callable[[int], None] | None = None,
                        name: str = "vl-batch", runners: int = 1) -> None:
@@ -200,6 +201,13 @@ class OnnxModel:
             raise ValueError(f"{self.path.name} has a fixed batch dimension {self.info.input_shape[0]}")
         self.batcher = MicroBatcher(partial(run_session, self.session, self.info.input_name), max_batch,
                                     max_wait_ms, observe, name, runners)
+
+    def measure_batching(self, max_batch: int, streams: int) -> float:
+        """:func:`.batching.measure_gain` on grey images at the model's input size."""
+        h, w = self.info.imgsz
+        grey = np.full((1, 3, h, w), 114 / 255, dtype=np.float32)
+        self.batch_gain = round(measure_gain(self.run, grey, max_batch, streams), 3)
+        return self.batch_gain
 
     @property
     def max_batch(self) -> int:

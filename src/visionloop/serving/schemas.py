@@ -85,6 +85,9 @@ class ModelStatus(BaseModel):
     intra_threads: int | None = Field(default=None, description="onnxruntime intra-op threads of the session.")
     max_batch: int | None = Field(default=None, description="Most images per session run: 1 unbatched, more "
                                   "with --max-batch on a model whose batch dimension is dynamic.")
+    batch_gain: float | None = Field(default=None, description="--batch-policy adaptive: images/s of batches of "
+                                     "--max-batch over single runs, measured at load (the model is batched from "
+                                     "1.11); null when not measured.")
     loaded_at: str | None = None
     last_error: str | None = Field(default=None, description="Why the latest load, reload or watcher poll failed "
                                    "(cleared by the next successful load).")
