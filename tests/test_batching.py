@@ -176,6 +176,37 @@ def test_measure_gain_follows_what_a_batch_costs(direct, cost, gain, streams):
     assert sorted(set(calls)) == [1, 4] and calls.count(4) == 3 * streams  # warm-up + 2 rounds, every stream
 
 
+def test_the_pool_grows_for_batching_and_never_shrinks():
+    import asyncio
+
+    from visionloop.serving.manager import InferencePool
+
+    async def together(pool: InferencePool, n: int) -> None:  # n jobs that finish only if all run at once
+        barrier = threading.Barrier(n, timeout=10)
+        await asyncio.gather(*(pool.run(barrier.wait) for _ in range(n)))
+
+    async def main() -> None:
+        pool = InferencePool(2, 64, Metrics())
+        try:
+            await together(pool, 2)
+            old = pool.executor
+            pending = asyncio.gather(*(pool.run(time.sleep, 0.2) for _ in range(2)))  # still on the old threads
+            await asyncio.sleep(0.05)
+            pool.grow(8)
+            pool.grow(4)
+            assert pool.workers == 8 and pool.executor is not old
+            await together(pool, 8)
+            await pending  # what the old pool had runs to the end
+        finally:
+            pool.shutdown()
+
+    asyncio.run(main())
+
+
+def _threads(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
 def test_an_error_fails_its_group_only_and_the_runner_goes_on():
     def run(t: np.ndarray) -> np.ndarray:
         if (t < 0).any():
@@ -316,8 +347,14 @@ def test_server_batches_concurrent_requests_like_an_unbatched_one(tiny_model, ti
         assert measured["batch_gain"] > 0
         assert measured["max_batch"] == (4 if batching_pays(measured["batch_gain"]) else 1), measured
         assert ("serving unbatched" in adaptive.log.read_text()) == (measured["max_batch"] == 1)
-        for data, w in zip(images, want):
-            assert_parity(_predict(adaptive.url, "dyn", data), w, min_iou=0.999, conf_tol=1e-3)
+        for srv in (adaptive, plain):  # concurrent requests: each pool starts all the threads it may
+            with ThreadPoolExecutor(len(images)) as pool:
+                got = list(pool.map(partial(_predict, srv.url, "dyn"), images))
+            for g, w in zip(got, want):
+                assert_parity(g, w, min_iou=0.999, conf_tol=1e-3)
+        # unbatched, the server is the one without --max-batch, down to its threads (the pool has one per
+        # worker); batched, it has more (the runners, and a pool of workers x max_batch)
+        assert (_threads(adaptive.proc.pid) == _threads(plain.proc.pid)) == (measured["max_batch"] == 1)
     finally:
         batched.stop()
         plain.stop()

@@ -115,7 +115,8 @@ class Slot:
 class ModelManager:
     retry_failed_s = 300.0  # a version that failed to load is tried again after this long
 
-    def __init__(self, specs: list[ModelSpec], options: RuntimeOptions, metrics: Metrics):
+    def __init__(self, specs: list[ModelSpec], options: RuntimeOptions, metrics: Metrics,
+                 on_batching: Callable[[int], None] | None = None):
         if not specs:
             raise VisionloopError("no model to serve: pass --model")
         names = [s.name for s in specs]
@@ -126,6 +127,7 @@ class ModelManager:
         self.default = specs[0].name
         self.options = options
         self.metrics = metrics
+        self.on_batching = on_batching  # told max_batch when a model starts batching (the pool grows)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -181,6 +183,8 @@ class ModelManager:
                          o.batch_runners)
                 batching = False
         if batching:  # after the warm-up: a model that fails it leaves no runner thread behind
+            if self.on_batching is not None:
+                self.on_batching(o.max_batch)
             model.start_batching(o.max_batch, o.max_wait_ms, self.metrics.batch_size.labels(name).observe,
                                  f"vl-batch-{name}", o.batch_runners)
         return LoadedModel(name, source.version, model, source, _now())
@@ -340,10 +344,16 @@ class ModelManager:
 
 
 class InferencePool:
-    """A fixed thread pool with a bounded number of queued + running jobs (503 when full)."""
+    """A thread pool with a bounded number of queued + running jobs (503 when full).
+
+    It starts with one thread per worker and grows (:meth:`grow`) only when a model really
+    batches, since each request of a batch holds a thread while it waits: threads beyond the
+    workers, each running its own session run, would only make the requests fight over the cores."""
 
     def __init__(self, workers: int, limit: int, metrics: Metrics):
-        self.executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="vl-infer")
+        self.workers = max(1, workers)
+        self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vl-infer")
+        self._grow = threading.Lock()
         self.limit = max(1, limit)
         self.pending = 0  # only touched on the event loop thread
         self.metrics = metrics
@@ -359,6 +369,15 @@ class InferencePool:
         finally:
             self.pending -= 1
             self.metrics.queue_depth.set(self.pending)
+
+    def grow(self, workers: int) -> None:
+        """At least ``workers`` threads from now on; jobs already handed to the old pool still run."""
+        with self._grow:
+            if workers <= self.workers:
+                return
+            old, self.workers = self.executor, workers
+            self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vl-infer")
+        old.shutdown(wait=False)
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

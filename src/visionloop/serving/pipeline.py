@@ -54,19 +54,20 @@ class ServerState:
 
 def build_state(config: ServeConfig) -> ServerState:
     metrics = Metrics()
-    # batching: --workers-threads batched runs at once, each request of a batch waiting on a pool thread
-    workers = config.workers * config.max_batch
-    spinning = config.spinning if config.spinning is not None else workers == 1
+    spinning = config.spinning if config.spinning is not None else config.workers == config.max_batch == 1
     options = RuntimeOptions(config.intra_threads, spinning, tuple(resolve_providers(config.provider)),
                              strict_provider=config.provider != "auto", max_batch=config.max_batch,
                              max_wait_ms=config.max_wait_ms, batch_runners=config.workers,
                              batch_adaptive=config.batch_policy == "adaptive")
-    manager = ModelManager([parse_spec(m) for m in config.models], options, metrics)
+    pool = InferencePool(config.workers, config.queue, metrics)
+    # a batching model: --workers-threads batched runs at once, each request of a batch holding a pool thread
+    manager = ModelManager([parse_spec(m) for m in config.models], options, metrics,
+                           on_batching=lambda max_batch: pool.grow(config.workers * max_batch))
     token = get_settings().admin_token
     predlog = None
     if config.prediction_log:
         predlog = PredictionLog(config.store_url, on_drop=lambda why: metrics.predlog_dropped.labels(why).inc())
-    return ServerState(config, manager, InferencePool(workers, config.queue, metrics), metrics,
+    return ServerState(config, manager, pool, metrics,
                        CaptureWriter(config.capture, metrics, config.store_url),
                        token.get_secret_value() if token else "", predlog,
                        RateLimiter(parse_rate(config.feedback_rate)),
