@@ -1,12 +1,15 @@
 """Serving benchmark, all in one run; results go to bench/RESULTS.md ("## Serving ...").
 
 On a *trained* model (random weights time differently) and one 1280x720 JPEG, at concurrency
-1, 4 and 16 (bounded request counts, servers one at a time so they do not share the cores):
+1, 4 and 16 (bounded request counts; all servers up at once, measured one at a time, in
+``--reps`` interleaved rounds, each cell the round with the median req/s):
 
 - raw fp32 ``session.run`` on the 640x384 letterboxed tensor, in-process: the fp32 limit (at
   concurrency c, min(c, cores) streams share the cores, each session with cores/streams threads);
 - ``visionloop serve`` with the fp32 version, with its int8 sibling (``models quantize``), each
-  with and without micro-batching (``--max-batch``);
+  without micro-batching, with it (``--max-batch``, adaptive: batched only if batches measure
+  cheaper at load) and with ``--batch-policy always``; ``--threads`` adds both with
+  ``--intra-threads`` CPUs / workers;
 - a plain FastAPI + onnxruntime server (square 640 input, cv2 NMS: what a team writes first);
 - the tutorial FastAPI + ``ultralytics.YOLO(best.pt)`` server.
 
@@ -17,9 +20,9 @@ For the timing the same weights are served at 640 (the ONNX metadata's imgsz set
 which is what the comparison with the issue's 640 numbers needs. The home (``--home``) keeps the
 training: a rerun reuses it. ``--openvino`` adds raw ``session.run`` on onnxruntime-openvino's
 OpenVINO provider against the CPU provider, in a separate venv (the two onnxruntime packages
-cannot share one).
+cannot share one). The load generator is raw keep-alive sockets sending one prebuilt request.
 
-Usage: ``python bench/serve_bench.py [--epochs 30] [--requests 40] [--openvino] [--write]``.
+Usage: ``python bench/serve_bench.py [--epochs 30] [--requests 40] [--reps 3] [--threads] [--openvino] [--write]``.
 """
 
 from __future__ import annotations
@@ -380,13 +383,17 @@ class Target:
                 self.proc.kill()
 
 
-def targets(m: Models, work: Path) -> list[Target]:
+def targets(m: Models, work: Path, threads: bool = False) -> list[Target]:
     out = [Target("raw fp32 `session.run` (the limit)", onnx=m.fp32), Target("raw int8 `session.run`", onnx=m.int8)]
-    for label, onnx, extra in (("visionloop fp32", m.fp32, []), ("visionloop int8", m.int8, []),
-                               ("visionloop fp32, micro-batching", m.fp32, BATCH),
-                               ("visionloop int8, micro-batching", m.int8, BATCH),
-                               ("visionloop fp32, micro-batching always", m.fp32, [*BATCH, *ALWAYS]),
-                               ("visionloop int8, micro-batching always", m.int8, [*BATCH, *ALWAYS])):
+    servers = [("visionloop fp32", m.fp32, []), ("visionloop int8", m.int8, []),
+               ("visionloop fp32, micro-batching", m.fp32, BATCH), ("visionloop int8, micro-batching", m.int8, BATCH),
+               ("visionloop fp32, micro-batching always", m.fp32, [*BATCH, *ALWAYS]),
+               ("visionloop int8, micro-batching always", m.int8, [*BATCH, *ALWAYS])]
+    if threads:  # the default pool (all CPUs, shared by the workers) against CPUs / workers each
+        one = ["--intra-threads", str(max(1, cpus() // 2))]
+        servers += [(f"visionloop fp32, `{' '.join(one)}`", m.fp32, one),
+                    (f"visionloop int8, `{' '.join(one)}`", m.int8, one)]
+    for label, onnx, extra in servers:
         port = free_port()
         out.append(Target(label, [*VL, "serve", "--model", f"m={onnx}", "--port", str(port), "--no-prediction-log",
                                   *extra], port=port))
@@ -400,12 +407,13 @@ def targets(m: Models, work: Path) -> list[Target]:
     return out
 
 
-def run_all(m: Models, work: Path, jpeg: bytes, counts: dict[int, int], reps: int) -> tuple[dict, dict]:
+def run_all(m: Models, work: Path, jpeg: bytes, counts: dict[int, int], reps: int,
+            threads: bool = False) -> tuple[dict, dict]:
     """Every row at every concurrency, ``reps`` times over, interleaved (this VM's speed drifts by
     tens of percent over minutes: rows measured minutes apart are not comparable); each cell is
     the repetition with the median req/s. All servers are up at once; the idle ones cost nothing."""
     env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    rows = targets(m, work)
+    rows = targets(m, work, threads)
     seen: dict[str, dict[int, list[dict]]] = {t.label: {c: [] for c in counts} for t in rows}
     status: dict[str, dict] = {}
     try:
@@ -539,10 +547,11 @@ def report(m: Models, rows: dict[str, dict], status: dict[str, dict], counts: di
 def write_section(text: str) -> None:
     path = ROOT / "bench" / "RESULTS.md"
     old = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION in old:  # replace only our section, keep everyone else's
+    if SECTION in old:  # replace only our section, where it is; keep everyone else's
         head, _, rest = old.partition(SECTION)
         nxt = rest.find("\n## ")
-        old = head.rstrip() + ("\n\n" + rest[nxt + 1:] if nxt >= 0 else "")
+        path.write_text(head + text.rstrip() + "\n" + ("\n" + rest[nxt + 1:] if nxt >= 0 else ""))
+        return
     path.write_text(old.rstrip() + "\n\n" + text.rstrip() + "\n")
 
 
@@ -554,6 +563,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=40, help="requests at concurrency 1 (2x at 4, 4x at 16)")
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions; each cell is the median")
+    ap.add_argument("--threads", action="store_true", help="also serve with --intra-threads CPUs / workers")
     ap.add_argument("--openvino", action="store_true", help="also time the OpenVINO provider (own venv)")
     ap.add_argument("--write", action="store_true", help="write the section into bench/RESULTS.md")
     args = ap.parse_args()
@@ -565,7 +575,7 @@ def main() -> None:
         os.environ["YOLO_OFFLINE"] = "1"
         m = trained_models(args.home, work, args.epochs)
         jpeg = test_jpeg()
-        rows, status = run_all(m, work, jpeg, counts, args.reps)
+        rows, status = run_all(m, work, jpeg, counts, args.reps, args.threads)
         grid = batch_vs_streams(m.fp32)
         ov = openvino([m.fp32, m.int8], 30) if args.openvino else None
         text = report(m, rows, status, counts, args.reps, ov, grid)

@@ -75,7 +75,8 @@ class RuntimeOptions:
         """intra-op threads of one session: --intra-threads, else every CPU this process may use.
         Not CPUs / workers: onnxruntime's intra-op pool belongs to the session and concurrent runs
         share it, so workers do not multiply it. Measured (bench/RESULTS.md, 2 CPUs, 2 workers):
-        one request at a time 1.3x faster than with cpus / workers threads, 4 at a time within 5%."""
+        one request at a time 1.25x faster than with cpus / workers threads, which do 2-12% more
+        under load."""
         return self.intra_threads or default_threads(1)
 
 
