@@ -176,6 +176,45 @@ def test_measure_gain_follows_what_a_batch_costs(direct, cost, gain, streams):
     assert sorted(set(calls)) == [1, 4] and calls.count(4) == 3 * streams  # warm-up + 2 rounds, every stream
 
 
+def test_measure_gain_raises_what_a_batch_raised(direct):
+    from visionloop.serving.batching import measure_gain
+
+    def run(t: np.ndarray) -> np.ndarray:
+        if len(t) > 1:
+            raise RuntimeError("this model takes one image at a time")
+        return direct(t)
+
+    with pytest.raises(RuntimeError, match="one image at a time"):
+        measure_gain(run, _tensor(np.random.default_rng(7), SHAPES[0]), 4, streams=2)
+
+
+@pytest.mark.parametrize(("measured", "batched"), [(3.0, True), (1.05, False), (RuntimeError("no batch"), False)])
+def test_the_manager_batches_only_what_measured_cheaper(head, monkeypatch, caplog, measured, batched):
+    def measure(self, max_batch: int, streams: int) -> float:
+        assert (max_batch, streams) == (4, 2)
+        if isinstance(measured, Exception):
+            raise measured
+        self.batch_gain = measured
+        return measured
+
+    monkeypatch.setattr(OnnxModel, "measure_batching", measure)
+    grown: list[int] = []
+    manager = ModelManager([parse_spec(f"h={head}")], RuntimeOptions(max_batch=4, batch_runners=2), Metrics(),
+                           on_batching=grown.append)
+    try:
+        with caplog.at_level("INFO", logger="visionloop.serving"):
+            manager.load_all()
+        (status,) = manager.status()
+        assert status.max_batch == (4 if batched else 1) and grown == ([4] if batched else [])
+        assert ("serving unbatched" in caplog.text) == (not batched)
+        if isinstance(measured, Exception):
+            assert "a batch of 4 failed (RuntimeError: no batch)" in caplog.text and status.batch_gain is None
+        else:
+            assert status.batch_gain == measured
+    finally:
+        manager.stop()
+
+
 def test_the_pool_grows_for_batching_and_never_shrinks():
     import asyncio
 

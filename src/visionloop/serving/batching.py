@@ -52,16 +52,26 @@ def measure_gain(run: Run, sample: np.ndarray, max_batch: int, streams: int = 1,
     """Images per second of batches of ``max_batch`` over that of single runs of ``sample`` (a
     ``(1, ...)`` tensor), each with ``streams`` callers at once (the server's runners): > 1 when
     a batch is cheaper per image. After one warm-up of each (a new shape allocates), the two are
-    timed in turn, the same number of images each, fastest of ``ROUNDS``."""
+    timed in turn, the same number of images each, fastest of ``ROUNDS``. A run that raises
+    (a model that cannot take a batch) raises here."""
     batch = np.repeat(sample, max_batch, axis=0)
+    errors: list[BaseException] = []
+
+    def caught(work: Callable[[], object]) -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            errors.append(exc)
 
     def together(work: Callable[[], object]) -> float:
-        threads = [threading.Thread(target=work) for _ in range(streams)]
+        threads = [threading.Thread(target=caught, args=(work,)) for _ in range(streams)]
         t0 = clock()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        if errors:
+            raise errors[0]
         return clock() - t0
 
     singles = lambda: [run(sample) for _ in range(max_batch)]  # noqa: E731

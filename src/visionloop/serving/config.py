@@ -27,7 +27,8 @@ class ServeConfig(BaseModel):
     batch_policy: Literal["adaptive", "always"] = Field(
         default="adaptive", description="Micro-batching: only for a model whose batches measure cheaper per "
         "image at load (adaptive), or always.")
-    spinning: bool | None = Field(default=None, description="onnxruntime thread spinning; default: on with one worker.")
+    spinning: bool | None = Field(default=None, description="onnxruntime thread spinning; default: on with one worker "
+                                    "and no batching.")
     provider: str = Field(default="auto", description="Execution provider: auto | cpu | cuda | tensorrt | openvino.")
     prediction_log: bool = Field(default=True, description="Write a compact record of every prediction to the store.")
     feedback_token: SecretStr | None = Field(default=None, description="Bearer token /v1/feedback needs (None: open).")

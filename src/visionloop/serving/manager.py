@@ -177,18 +177,28 @@ class ModelManager:
             batching = False
         model.warmup()
         if batching and o.batch_adaptive:
-            gain = model.measure_batching(o.max_batch, o.batch_runners)
-            if not batching_pays(gain):
-                log.info("model %s: batches of %d measured %.2fx the images/s of single runs (%d at once): "
-                         "serving unbatched (--batch-policy always batches anyway)", name, o.max_batch, gain,
-                         o.batch_runners)
-                batching = False
+            batching = self._batches_pay(name, model)
         if batching:  # after the warm-up: a model that fails it leaves no runner thread behind
             if self.on_batching is not None:
                 self.on_batching(o.max_batch)
             model.start_batching(o.max_batch, o.max_wait_ms, self.metrics.batch_size.labels(name).observe,
                                  f"vl-batch-{name}", o.batch_runners)
         return LoadedModel(name, source.version, model, source, _now())
+
+    def _batches_pay(self, name: str, model: OnnxModel) -> bool:
+        """--batch-policy adaptive: time the model's batches against single runs (logged when not)."""
+        o = self.options
+        try:
+            gain = model.measure_batching(o.max_batch, o.batch_runners)
+        except Exception as exc:  # onnxruntime's own error types: the model runs single images only
+            log.warning("model %s: a batch of %d failed (%s: %s): serving unbatched", name, o.max_batch,
+                        type(exc).__name__, first_line(exc))
+            return False
+        if not batching_pays(gain):
+            log.info("model %s: batches of %d measured %.2fx the images/s of single runs (%d at once): serving "
+                     "unbatched (--batch-policy always batches anyway)", name, o.max_batch, gain, o.batch_runners)
+            return False
+        return True
 
     def _record(self, slot: Slot, message: str) -> None:
         slot.last_error, slot.last_error_at = message, _now()

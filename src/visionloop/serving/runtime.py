@@ -204,10 +204,12 @@ class OnnxModel:
 
     def measure_batching(self, max_batch: int, streams: int) -> float:
         """:func:`.batching.measure_gain` on grey images at the model's input size."""
-        h, w = self.info.imgsz
-        grey = np.full((1, 3, h, w), 114 / 255, dtype=np.float32)
-        self.batch_gain = round(measure_gain(self.run, grey, max_batch, streams), 3)
+        self.batch_gain = round(measure_gain(self.run, self._grey(), max_batch, streams), 3)
         return self.batch_gain
+
+    def _grey(self) -> np.ndarray:
+        h, w = self.info.imgsz
+        return np.full((1, 3, h, w), 114 / 255, dtype=np.float32)
 
     @property
     def max_batch(self) -> int:
@@ -221,8 +223,7 @@ class OnnxModel:
 
     def warmup(self, runs: int = 2) -> None:
         """Run grey images through the model (first runs allocate) and check the output shape."""
-        h, w = self.info.imgsz
-        grey = np.full((1, 3, h, w), 114 / 255, dtype=np.float32)
+        grey = self._grey()
         try:
             for _ in range(runs):
                 out = self.run(grey)
