@@ -163,7 +163,8 @@ def test_hot_swaps_leave_no_thread_pools_behind(tiny_dynamic_onnx, tiny_model, t
     """Each session owns intra-op threads (3 here) and a batcher one runner: a swapped-out model
     that stayed referenced would leave them behind, swap after swap."""
     files = [tiny_dynamic_onnx, second_version(tiny_dynamic_onnx, tmp_path / "v2.onnx")]
-    srv = Server([f"shapes={files[0]}"], tmp_path, "--intra-threads", "4", "--max-batch", max_batch)
+    srv = Server([f"shapes={files[0]}"], tmp_path, "--intra-threads", "4", "--max-batch", max_batch,
+                 "--batch-policy", "always")  # batched whatever the load-time measurement says: its runners count
     data = tiny_model.test_images[0].read_bytes()
 
     def predict() -> None:
