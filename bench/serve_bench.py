@@ -22,7 +22,8 @@ training: a rerun reuses it. ``--openvino`` adds raw ``session.run`` on onnxrunt
 OpenVINO provider against the CPU provider, in a separate venv (the two onnxruntime packages
 cannot share one). The load generator is raw keep-alive sockets sending one prebuilt request.
 
-Usage: ``python bench/serve_bench.py [--epochs 30] [--requests 40] [--reps 3] [--threads] [--openvino] [--write]``.
+Usage: ``python bench/serve_bench.py [--epochs 30] [--requests 40] [--reps 3] [--provider cpu|cuda] [--threads]
+[--openvino] [--write]``.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ def cpus() -> int:
 
 
 # -- the raw limit, in-process -----------------------------------------------------------------
-def raw_limit(onnx: Path, jpeg: bytes, concurrency: int, total: int) -> dict:
+def raw_limit(onnx: Path, jpeg: bytes, concurrency: int, total: int, provider: str = "cpu") -> dict:
     """``session.run`` alone on the served 640x384 tensor, min(c, cores) streams on c threads."""
     import onnxruntime as ort
 
@@ -224,7 +225,9 @@ def raw_limit(onnx: Path, jpeg: bytes, concurrency: int, total: int) -> dict:
     from visionloop.serving.runtime import OnnxModel
 
     streams = min(concurrency, cpus())
-    model = OnnxModel(onnx, intra_threads=max(1, cpus() // streams))
+    from visionloop.serving.providers import resolve_providers
+
+    model = OnnxModel(onnx, intra_threads=max(1, cpus() // streams), providers=resolve_providers(provider))
     tensor, _ = model.preprocess(decode_image(jpeg))
     assert tensor.shape[2:] == (384, 640), tensor.shape
     sess, name = model.session, model.info.input_name
@@ -363,6 +366,7 @@ class Target:
     onnx: Path | None = None
     port: int = 0
     proc: subprocess.Popen | None = None
+    provider: str = "cpu"  # the raw rows' (the servers get it on their command line)
 
     def start(self, env: dict) -> None:
         if self.cmd is not None:
@@ -371,7 +375,7 @@ class Target:
 
     def measure(self, jpeg: bytes, concurrency: int, total: int) -> dict:
         if self.proc is None:
-            return raw_limit(self.onnx, jpeg, concurrency, total)
+            return raw_limit(self.onnx, jpeg, concurrency, total, self.provider)
         return load(self.port, self.predict, jpeg, concurrency, total, self.proc.pid)
 
     def stop(self) -> None:
@@ -383,8 +387,11 @@ class Target:
                 self.proc.kill()
 
 
-def targets(m: Models, work: Path, threads: bool = False) -> list[Target]:
-    out = [Target("raw fp32 `session.run` (the limit)", onnx=m.fp32), Target("raw int8 `session.run`", onnx=m.int8)]
+def targets(m: Models, work: Path, threads: bool = False, provider: str = "cpu") -> list[Target]:
+    """The rows; ``provider`` for the raw rows and visionloop's servers (the plain server stays on
+    the CPU, as written; the tutorial one takes a GPU when torch sees one)."""
+    out = [Target("raw fp32 `session.run` (the limit)", onnx=m.fp32, provider=provider),
+           Target("raw int8 `session.run`", onnx=m.int8, provider=provider)]
     servers = [("visionloop fp32", m.fp32, []), ("visionloop int8", m.int8, []),
                ("visionloop fp32, micro-batching", m.fp32, BATCH), ("visionloop int8, micro-batching", m.int8, BATCH),
                ("visionloop fp32, micro-batching always", m.fp32, [*BATCH, *ALWAYS]),
@@ -396,7 +403,7 @@ def targets(m: Models, work: Path, threads: bool = False) -> list[Target]:
     for label, onnx, extra in servers:
         port = free_port()
         out.append(Target(label, [*VL, "serve", "--model", f"m={onnx}", "--port", str(port), "--no-prediction-log",
-                                  *extra], port=port))
+                                  "--provider", provider, *extra], port=port))
     for label, source, arg in (("plain FastAPI + onnxruntime (square 640)", PLAIN_ORT_SERVER, ("ONNX", m.fp32)),
                                ("tutorial FastAPI + `YOLO(best.pt)`", TUTORIAL_SERVER, ("WEIGHTS", m.pt))):
         app = work / f"app_{len(out)}.py"
@@ -408,12 +415,12 @@ def targets(m: Models, work: Path, threads: bool = False) -> list[Target]:
 
 
 def run_all(m: Models, work: Path, jpeg: bytes, counts: dict[int, int], reps: int,
-            threads: bool = False) -> tuple[dict, dict]:
+            threads: bool = False, provider: str = "cpu") -> tuple[dict, dict]:
     """Every row at every concurrency, ``reps`` times over, interleaved (this VM's speed drifts by
     tens of percent over minutes: rows measured minutes apart are not comparable); each cell is
     the repetition with the median req/s. All servers are up at once; the idle ones cost nothing."""
     env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    rows = targets(m, work, threads)
+    rows = targets(m, work, threads, provider)
     seen: dict[str, dict[int, list[dict]]] = {t.label: {c: [] for c in counts} for t in rows}
     status: dict[str, dict] = {}
     try:
@@ -502,7 +509,8 @@ def report(m: Models, rows: dict[str, dict], status: dict[str, dict], counts: di
              " (after 3 warm-up requests), multipart JPEG; the load generator (raw keep-alive sockets, one "
              "prebuilt request) runs on the same cores, the raw rows have none. visionloop: defaults "
              f"(`--workers-threads 2`, one onnxruntime pool of all CPUs per session); micro-batching: `{' '.join(BATCH)}` "
-             f"(the default `--batch-policy adaptive`), and with `{' '.join(ALWAYS)}`.",
+             f"(the default `--batch-policy adaptive`), and with `{' '.join(ALWAYS)}`. Providers of the raw rows and "
+             f"visionloop's servers: {', '.join(status.get('visionloop fp32', {}).get('providers', ['?']))}.",
              "", "| path | " + " | ".join(f"c={c} req/s" for c in levels) + " | " +
              " | ".join(f"c={c} vs limit" for c in levels) + " | " + " | ".join(f"c={c} p50 / p99 ms" for c in levels)
              + f" | CPU ms / request at c={levels[-1]} (client) | errors |",
@@ -563,6 +571,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=40, help="requests at concurrency 1 (2x at 4, 4x at 16)")
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions; each cell is the median")
+    ap.add_argument("--provider", default="cpu", help="the raw rows' and visionloop's provider (cuda on a GPU)")
     ap.add_argument("--threads", action="store_true", help="also serve with --intra-threads CPUs / workers")
     ap.add_argument("--openvino", action="store_true", help="also time the OpenVINO provider (own venv)")
     ap.add_argument("--write", action="store_true", help="write the section into bench/RESULTS.md")
@@ -575,7 +584,7 @@ def main() -> None:
         os.environ["YOLO_OFFLINE"] = "1"
         m = trained_models(args.home, work, args.epochs)
         jpeg = test_jpeg()
-        rows, status = run_all(m, work, jpeg, counts, args.reps, args.threads)
+        rows, status = run_all(m, work, jpeg, counts, args.reps, args.threads, args.provider)
         grid = batch_vs_streams(m.fp32)
         ov = openvino([m.fp32, m.int8], 30) if args.openvino else None
         text = report(m, rows, status, counts, args.reps, ov, grid)
